@@ -1,0 +1,12 @@
+"""Exact greedy pruning: sequences, objectives, the naive and packed scorers, and the greedy loop."""
+
+from exact.greedy import GreedyTrace, greedy_prune
+from exact.pruner import GreedyPruner, InvalidInstance, PruneResult
+from exact.record import PruneRecord
+from exact.scorers import NaiveScorer, PackedScorer, Scorer, make_scorer
+from exact.sequence import Segments, encode
+
+__all__ = [
+    "GreedyPruner", "GreedyTrace", "InvalidInstance", "NaiveScorer", "PackedScorer", "PruneRecord",
+    "PruneResult", "Scorer", "Segments", "encode", "greedy_prune", "make_scorer",
+]

@@ -1,0 +1,144 @@
+"""The notebook-sized API: a `GreedyPruner` prunes one (question, reasoning, answer) at a time.
+
+    pruner = GreedyPruner(model, tokenizer)
+    result = pruner.prune(question, reasoning, answer, keep_fractions=[0.5])
+    print(result.show(0.5))        # the chain with deleted tokens marked
+    result.at(0.5), result.deletion_order, result.record.step_scores
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from exact.greedy import greedy_prune
+from exact.keep import check_keep_fraction, keep_key, kept_indices, n_deletions, pruned_text
+from exact.record import PruneRecord
+from exact.scorers import make_scorer
+from exact.sequence import Segments, encode
+
+
+class InvalidInstance(ValueError):
+    """An instance that cannot be pruned: empty reasoning, or more tokens than the configured maximum."""
+
+
+@dataclass
+class PruneResult:
+    """One pruned instance: the output record, plus what is needed to render it at any keep fraction."""
+
+    record: PruneRecord
+    segments: Segments
+    tokenizer: Any
+
+    @property
+    def deletion_order(self) -> list[int]:
+        return self.record.deletion_order
+
+    @property
+    def tokens(self) -> list[str]:
+        return self.record.reasoning_tokens
+
+    def at(self, keep: float) -> str:
+        """The pruned reasoning text at `keep`."""
+        return pruned_text(self.tokenizer, self.segments.reasoning, self.deletion_order, keep)
+
+    def deleted(self, keep: float) -> set[int]:
+        kept = set(kept_indices(len(self.tokens), self.deletion_order, keep))
+        return set(range(len(self.tokens))) - kept
+
+    def show(self, keep: float, mark: Callable[[str], str] = lambda t: f"[{t}]") -> str:
+        """The full chain with the tokens deleted at `keep` passed through `mark` (default: [bracketed])."""
+        gone = self.deleted(keep)
+        return "".join(mark(t) if i in gone else t for i, t in enumerate(self.tokens))
+
+    def _repr_html_(self) -> str:
+        keep = min(float(k) for k in self.record.pruned)
+        gone = self.deleted(keep)
+        style = "color:#aaa;text-decoration:line-through"
+        body = "".join(
+            f"<span style='{style}'>{html.escape(t)}</span>" if i in gone else html.escape(t)
+            for i, t in enumerate(self.tokens)
+        )
+        return f"<div><strong>keep {keep:g}</strong><pre style='white-space:pre-wrap'>{body}</pre></div>"
+
+
+class GreedyPruner:
+    """Exact greedy pruning of reasoning chains with a causal LM (DESIGN.md §1–3)."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        objective: str = "joint",
+        scorer: str = "packed",
+        token_budget: int = 1024,
+        system_prompt: str | None = None,
+        answer_delimiter: str = "\n",
+        max_reasoning_tokens: int | None = None,
+        model_name: str | None = None,
+    ):
+        self.tokenizer = tokenizer
+        self.scorer = make_scorer(scorer, model, objective=objective, token_budget=token_budget)
+        self.system_prompt = system_prompt
+        self.answer_delimiter = answer_delimiter
+        self.max_reasoning_tokens = max_reasoning_tokens
+        self.model_name = model_name or getattr(model, "name_or_path", type(model).__name__)
+
+    def encode(self, question: str, reasoning: str, answer: str) -> Segments:
+        segments = encode(self.tokenizer, question, reasoning, answer, self.system_prompt, self.answer_delimiter)
+        n = len(segments.reasoning)
+        if n == 0:
+            raise InvalidInstance("reasoning is empty after tokenization")
+        if self.max_reasoning_tokens is not None and n > self.max_reasoning_tokens:
+            raise InvalidInstance(f"reasoning has {n} tokens, more than max_reasoning_tokens={self.max_reasoning_tokens}")
+        return segments
+
+    def prune(
+        self,
+        question: str,
+        reasoning: str,
+        answer: str,
+        keep_fractions: Sequence[float] = (0.5,),
+        prune_to_end: bool = False,
+        record_scores: bool = False,
+        id: str = "",
+        extra: dict[str, Any] | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ) -> PruneResult:
+        """Prune one instance down to the smallest keep fraction (or to nothing with `prune_to_end`)."""
+        fractions = [check_keep_fraction(f) for f in keep_fractions]
+        segments = self.encode(question, reasoning, answer)
+        n = len(segments.reasoning)
+        trace = greedy_prune(
+            self.scorer, segments, n_deletions(n, fractions, prune_to_end), record_scores, on_step=on_step
+        )
+        scored = [self._n_scored(n - d, len(segments.answer)) for d in range(len(trace.step_objective))]
+        record = PruneRecord(
+            id=id,
+            method="greedy",
+            objective=self.scorer.objective_name,
+            pruner=self.model_name,
+            n_reasoning_tokens=n,
+            reasoning_tokens=[self.tokenizer.decode([t]) for t in segments.reasoning.tolist()],
+            deletion_order=trace.deletion_order,
+            step_objective=trace.step_objective,
+            step_perplexity=[math.exp(-j / k) for j, k in zip(trace.step_objective, scored)],
+            pruned={keep_key(f): pruned_text(self.tokenizer, segments.reasoning, trace.deletion_order, f) for f in fractions},
+            cost={
+                "scorer": self.scorer.name,
+                "wall_s": round(trace.wall_s, 4),
+                "tokens_processed": trace.tokens_processed,
+                "forward_passes": trace.forward_passes,
+            },
+            step_scores=trace.step_scores,
+            extra={"question": question, "answer": answer, **(extra or {})},
+        )
+        return PruneResult(record, segments, self.tokenizer)
+
+    def _n_scored(self, n_reasoning: int, n_answer: int) -> int:
+        return n_answer + (n_reasoning if self.scorer.objective_name == "joint" else 0)

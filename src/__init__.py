@@ -1,0 +1,1 @@
+"""The pipeline around the pruners: models, data, runs, tracking and the Hydra entry point."""

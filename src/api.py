@@ -1,0 +1,57 @@
+"""Build a pruner from the project's configs, in a notebook or a job.
+
+    from src.api import load_pruner
+    pruner = load_pruner("pruner.objective=answer")          # any Hydra override
+    result = pruner.prune(question, reasoning, answer, keep_fractions=[0.7, 0.5])
+    print(result.show(0.5))
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from exact import GreedyPruner
+from src.models import load_model
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def setup_runtime(cfg: DictConfig) -> None:
+    """Threads and seeds from `cfg.runtime`."""
+    if cfg.runtime.get("num_threads"):
+        torch.set_num_threads(int(cfg.runtime.num_threads))
+    random.seed(cfg.runtime.seed)
+    torch.manual_seed(cfg.runtime.seed)
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """The job config for `overrides` (e.g. "+experiment=demo", "model=hf", "model.path=..."), as Hydra composes it."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def build_pruner(cfg: DictConfig, model=None, tokenizer=None) -> GreedyPruner:
+    """A GreedyPruner for `cfg`; loads `cfg.model` unless a model and tokenizer are given."""
+    if model is None:
+        model, tokenizer = load_model(**cfg.model)
+    return GreedyPruner(
+        model,
+        tokenizer,
+        objective=cfg.pruner.objective,
+        scorer=cfg.scorer.name,
+        token_budget=cfg.scorer.token_budget,
+        system_prompt=cfg.data.system_prompt,
+        answer_delimiter=cfg.data.answer_delimiter,
+        max_reasoning_tokens=cfg.data.max_reasoning_tokens,
+        model_name=cfg.model.path,
+    )
+
+
+def load_pruner(*overrides: str) -> GreedyPruner:
+    """A ready GreedyPruner: the default config (embedded SmolLM2, packed scorer, Joint) plus `overrides`."""
+    return build_pruner(compose_config(*overrides))

@@ -1,0 +1,141 @@
+"""Instances to prune: `{id, question, reasoning, answer}` records from JSONL, GSM8K rows, or the hub.
+
+Reading never stops at a bad line. Each problem becomes a `BadInput` that names the file and line
+(or the record id) and what is wrong, and the caller reports it and moves on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+REQUIRED = ("question", "reasoning", "answer")
+DEMO = "demo"
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
+
+
+@dataclass
+class BadInput:
+    """An input that cannot be pruned: where it is, and why."""
+
+    where: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | BadInput]]:
+    """(line number, object) for each non-blank line; undecodable or non-object lines become BadInput."""
+    path = Path(path)
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield lineno, BadInput(where, f"not valid UTF-8 ({err.reason} at byte {err.start})")
+                continue
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as err:
+                yield lineno, BadInput(where, f"not valid JSON ({err.msg}, column {err.colno})")
+                continue
+            if not isinstance(obj, dict):
+                yield lineno, BadInput(where, f"expected a JSON object, got {type(obj).__name__}")
+                continue
+            yield lineno, obj
+
+
+def check_record(obj: dict[str, Any], where: str) -> dict[str, Any] | BadInput:
+    """The record with a string id, or BadInput naming the missing or mistyped field."""
+    rid = obj.get("id")
+    if rid is not None:
+        where = f"record {rid!r} ({where})"
+    for key in REQUIRED:
+        if key not in obj:
+            return BadInput(where, f"missing field {key!r}")
+        if not isinstance(obj[key], str):
+            return BadInput(where, f"field {key!r} must be a string, got {type(obj[key]).__name__}")
+    if not obj["reasoning"].strip():
+        return BadInput(where, "empty reasoning")
+    if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+        return BadInput(where, "missing or non-string field 'id'")
+    return {**obj, "id": str(rid)}
+
+
+def gsm8k_record(
+    row: dict[str, Any], rid: str, answer_template: str, where: str, dataset: str = "gsm8k"
+) -> dict[str, Any] | BadInput:
+    """A GSM8K row {question, answer: "solution\\n#### N"} as a record; calculator <<…>> notes removed."""
+    if not isinstance(row.get("answer"), str):
+        return BadInput(where, "GSM8K row needs a string field 'answer'")
+    solution, sep, final = row["answer"].rpartition("####")
+    if not sep:
+        return BadInput(where, "GSM8K answer has no final '#### N' line")
+    gold = final.strip()
+    return {
+        "id": rid,
+        "question": row.get("question"),
+        "reasoning": _CALCULATOR.sub("", solution).strip(),
+        "answer": answer_template.replace("{answer}", gold),
+        "gold": gold,
+        "dataset": dataset,
+    }
+
+
+def _rows(path: str, split: str) -> Iterator[tuple[str, dict[str, Any] | BadInput]]:
+    """(location, row) from the embedded demo set, a local JSONL file, or a hub dataset."""
+    if path == DEMO:
+        source = resources.files("src") / "data" / "demo.jsonl"
+        with resources.as_file(source) as local:
+            for lineno, row in read_jsonl(local):
+                yield f"demo.jsonl:{lineno}", row
+        return
+    if Path(path).exists():
+        for lineno, row in read_jsonl(path):
+            yield f"{path}:{lineno}", row
+        return
+    try:
+        import datasets
+    except ImportError:
+        raise FileNotFoundError(
+            f"{path} is not a local file; to read a hub dataset, install the [hub] extra (datasets)"
+        ) from None
+    config = "main" if "gsm8k" in path.lower() else None
+    for index, row in enumerate(datasets.load_dataset(path, config, split=split)):
+        yield f"{path}[{split}]:{index}", dict(row)
+
+
+def load_records(
+    path: str,
+    format: str = "records",
+    split: str = "test",
+    answer_template: str = "{answer}",
+    id_prefix: str | None = None,
+    limit: int | None = None,
+    name: str = "gsm8k",
+) -> Iterator[dict[str, Any] | BadInput]:
+    """Records (or BadInput) from `path`, in file order; `format` is `records` or `gsm8k`.
+
+    GSM8K rows get the id `{id_prefix}{row number}` (default prefix: the file's stem) and `dataset=name`.
+    """
+    if format not in ("records", "gsm8k"):
+        raise ValueError(f"unknown data format {format!r}; expected 'records' or 'gsm8k'")
+    prefix = id_prefix if id_prefix is not None else f"{Path(path).stem}-"
+    for count, (where, row) in enumerate(_rows(path, split)):
+        if limit is not None and count >= limit:
+            return
+        if isinstance(row, BadInput):
+            yield row
+            continue
+        if format == "gsm8k":
+            row = gsm8k_record(row, f"{prefix}{count}", answer_template, where, name)
+        yield row if isinstance(row, BadInput) else check_record(row, where)

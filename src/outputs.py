@@ -1,0 +1,61 @@
+"""Append-only JSONL output that survives interruption: finished records are never lost or duplicated."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class RecordWriter:
+    """Appends one JSON line per finished record, flushed and fsynced, to `path`.
+
+    On open it reads the ids already there, and drops a torn last line left by a killed run, so a
+    rerun on the same file resumes: `done` holds the ids to skip.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.done: set[str] = set()
+        self._truncate_torn_tail()
+        self._handle = self.path.open("a", encoding="utf-8")
+
+    def _truncate_torn_tail(self) -> None:
+        if not self.path.exists():
+            return
+        lines = self.path.read_bytes().splitlines(keepends=True)
+        good = 0
+        for lineno, line in enumerate(lines, start=1):
+            try:
+                self.done.add(str(json.loads(line)["id"]))
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                if lineno < len(lines):
+                    raise ValueError(f"{self.path}:{lineno}: corrupt line inside an existing output file") from None
+                log.warning("%s:%d: dropping the incomplete line left by an interrupted run", self.path, lineno)
+                break
+            good += len(line)
+        with self.path.open("r+b") as handle:
+            handle.truncate(good)
+            if good and b"".join(lines)[good - 1 : good] != b"\n":  # a whole record that lost its newline
+                handle.seek(good)
+                handle.write(b"\n")
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self.done.add(str(row["id"]))
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,29 @@
+"""The one entry point: `python -m src.run +experiment=NAME key=value ...`."""
+
+from __future__ import annotations
+
+import importlib
+
+import hydra
+from omegaconf import DictConfig
+
+TASKS = {
+    "prune": "src.tasks.prune",
+    "bench_exact": "src.tasks.bench_exact",
+}
+
+
+def run_task(cfg: DictConfig):
+    """Dispatch to `src/tasks/<task>.py:run(cfg)`."""
+    if cfg.task not in TASKS:
+        raise ValueError(f"unknown task {cfg.task!r}; expected one of {sorted(TASKS)}")
+    return importlib.import_module(TASKS[cfg.task]).run(cfg)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    run_task(cfg)
+
+
+if __name__ == "__main__":
+    main()

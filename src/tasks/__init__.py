@@ -1,0 +1,1 @@
+"""Jobs that `src.run` dispatches to: one module per task, each with `run(cfg)`."""

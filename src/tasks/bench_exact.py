@@ -1,0 +1,123 @@
+"""`+experiment=bench_exact`: naive against packed scoring on the same chains, one JSON object out.
+
+Both scorers prune the same records to the same keep fraction with one loaded model, and the
+model's plain forward throughput (logits and log-softmax included) is measured as the ceiling.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from exact import GreedyPruner, InvalidInstance
+from src.api import build_pruner, setup_runtime
+from src.data import DEMO, BadInput, load_records
+from src.models import load_model
+
+log = logging.getLogger(__name__)
+
+
+def select_chains(pruner: GreedyPruner, cfg: DictConfig) -> list[dict]:
+    """The first `bench.records` records whose reasoning length lies in the configured window."""
+    data, bench = cfg.data, cfg.bench
+    path = data.path
+    if path != DEMO and not Path(path).exists() and bench.fallback_to_demo:
+        log.warning("%s not found; benchmarking the embedded demo set instead", path)
+        path = DEMO
+    chosen = []
+    for item in load_records(path, data.format, data.split, data.answer_template, data.id_prefix, None, data.name):
+        if isinstance(item, BadInput):
+            continue
+        try:
+            n = len(pruner.encode(item["question"], item["reasoning"], item["answer"]).reasoning)
+        except InvalidInstance:
+            continue
+        if bench.min_reasoning_tokens <= n <= bench.max_reasoning_tokens:
+            chosen.append({**item, "n": n})
+        if len(chosen) == bench.records:
+            break
+    if not chosen:
+        raise ValueError(f"no record in {path} has {bench.min_reasoning_tokens}-{bench.max_reasoning_tokens} reasoning tokens")
+    return chosen
+
+
+@torch.inference_mode()
+def forward_throughput(model, seq_len: int, batch_sizes: list[int], repeats: int) -> dict:
+    """Plain forward tokens/s (logits, log-softmax and gather included) at each batch size."""
+    device, vocab = next(model.parameters()).device, model.config.vocab_size
+    result = {}
+    for batch in batch_sizes:
+        ids = torch.randint(0, vocab, (batch, seq_len), device=device)
+        model(input_ids=ids[:, :8])  # warm-up
+        began = time.perf_counter()
+        for _ in range(repeats):
+            logits = model(input_ids=ids).logits
+            torch.log_softmax(logits.float(), -1)[:, :-1].gather(-1, ids[:, 1:, None]).sum()
+        result[str(batch)] = round(batch * seq_len * repeats / (time.perf_counter() - began), 1)
+    return result
+
+
+def run(cfg: DictConfig) -> dict:
+    setup_runtime(cfg)
+    bench = cfg.bench
+    model, tokenizer = load_model(**cfg.model)
+    pruners = {
+        name: build_pruner(OmegaConf.merge(cfg, {"scorer": {"name": name, "token_budget": budget}}), model, tokenizer)
+        for name, budget in bench.token_budgets.items()
+    }
+    chains = select_chains(next(iter(pruners.values())), cfg)
+
+    runs = {}
+    for name, pruner in pruners.items():
+        results = []
+        for chain in tqdm(chains, desc=f"{name} scorer", unit="rec"):
+            results.append(
+                pruner.prune(chain["question"], chain["reasoning"], chain["answer"], [bench.keep], id=chain["id"]).record
+            )
+        wall = sum(r.cost["wall_s"] for r in results)
+        tokens = sum(r.cost["tokens_processed"] for r in results)
+        runs[name] = {
+            "wall_s": round(wall, 2),
+            "tokens_processed": tokens,
+            "tokens_per_s": round(tokens / wall, 1),
+            "forward_passes": sum(r.cost["forward_passes"] for r in results),
+            "records": results,
+        }
+
+    ceiling = forward_throughput(model, bench.throughput.seq_len, list(bench.throughput.batch_sizes), bench.throughput.repeats)
+    naive, packed = runs["naive"], runs["packed"]
+    orders_equal = [a.deletion_order == b.deletion_order for a, b in zip(naive["records"], packed["records"])]
+    max_gap = max(
+        abs(x - y) for a, b in zip(naive["records"], packed["records"]) for x, y in zip(a.step_objective, b.step_objective)
+    )
+    report = {
+        "model": cfg.model.path,
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "device": str(next(model.parameters()).device),
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "objective": cfg.pruner.objective,
+        "keep": bench.keep,
+        "records": [{"id": c["id"], "n_reasoning_tokens": c["n"]} for c in chains],
+        "scorers": {name: {k: v for k, v in r.items() if k != "records"} | {"token_budget": bench.token_budgets[name]}
+                    for name, r in runs.items()},
+        "naive_over_packed_wall": round(naive["wall_s"] / packed["wall_s"], 3),
+        "naive_over_packed_tokens": round(naive["tokens_processed"] / packed["tokens_processed"], 3),
+        "identical_deletion_orders": all(orders_equal),
+        "identical_per_record": orders_equal,
+        "max_step_objective_gap_nats": max_gap,
+        "forward_tokens_per_s": ceiling,
+        "packed_fraction_of_ceiling": round(packed["tokens_per_s"] / max(ceiling.values()), 3),
+    }
+    text = json.dumps(report, indent=2)
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.output_dir) / "bench_exact.json").write_text(text)
+    print(text)
+    return report

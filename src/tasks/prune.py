@@ -1,0 +1,126 @@
+"""`+experiment=prune`: greedy-prune a data set into records.jsonl, resumable, skipping bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from exact import GreedyPruner, InvalidInstance, PruneResult
+from src.api import build_pruner, setup_runtime
+from src.data import BadInput, load_records
+from src.outputs import RecordWriter
+from src.tracking import start_tracking
+
+log = logging.getLogger(__name__)
+
+
+def read_data(cfg: DictConfig) -> list[dict | BadInput]:
+    data = cfg.data
+    return list(
+        load_records(
+            data.path, data.format, data.split, data.answer_template, data.id_prefix, data.limit, data.name
+        )
+    )
+
+
+def describe(result: PruneResult, keep: float) -> str:
+    """Before and after, with a one-line summary: tokens, objective drop, time."""
+    r = result.record
+    kept = r.n_reasoning_tokens - len(result.deleted(keep))
+    drop = r.step_objective[-1] - r.step_objective[0]
+    return (
+        f"\n── {r.id} · {r.n_reasoning_tokens} → {kept} tokens · J {r.step_objective[0]:.2f} → "
+        f"{r.step_objective[-1]:.2f} nats ({drop:+.2f}) · {r.cost['wall_s']:.1f} s\n"
+        f"before: {result.at(1.0)}\n"
+        f"after:  {result.at(keep)}\n"
+        f"marked: {result.show(keep)}"
+    )
+
+
+def prune_records(
+    pruner: GreedyPruner, items: list[dict | BadInput], cfg: DictConfig, writer: RecordWriter, tracker
+) -> dict:
+    """Prune every item not yet in `writer`; report and skip bad ones. Returns the run's counts."""
+    out = Path(cfg.output_dir)
+    counts = {"pruned": 0, "resumed": 0, "skipped": 0}
+    seen: set[str] = set()
+    progress = cfg.runtime.progress
+    for item in tqdm(items, desc="records", unit="rec", disable=not progress):
+        if not isinstance(item, BadInput):
+            rid = item["id"]
+            if rid in seen:
+                item = BadInput(f"record {rid!r}", "duplicate id")
+            seen.add(rid)
+        if isinstance(item, BadInput):
+            _skip(out, item, counts)
+            continue
+        if rid in writer.done:
+            counts["resumed"] += 1
+            continue
+        extra = {k: v for k, v in item.items() if k not in ("id", "question", "reasoning", "answer")}
+        try:
+            with tqdm(desc=rid, unit="del", leave=False, disable=not progress) as bar:
+                result = pruner.prune(
+                    item["question"], item["reasoning"], item["answer"],
+                    keep_fractions=list(cfg.pruner.keep_fractions),
+                    prune_to_end=cfg.pruner.prune_to_end,
+                    record_scores=cfg.pruner.record_scores,
+                    id=rid, extra=extra, on_step=lambda step: bar.update(1),
+                )
+        except InvalidInstance as err:
+            _skip(out, BadInput(f"record {rid!r}", str(err)), counts)
+            continue
+        writer.write(result.record.to_json())
+        counts["pruned"] += 1
+        _log_record(tracker, result)
+        if cfg.show_chains:
+            tqdm.write(describe(result, min(cfg.pruner.keep_fractions)))
+    return counts
+
+
+def _skip(out: Path, bad: BadInput, counts: dict) -> None:
+    log.warning("skipping %s", bad)
+    counts["skipped"] += 1
+    with (out / "skipped.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"where": bad.where, "reason": bad.reason}, ensure_ascii=False) + "\n")
+
+
+def _log_record(tracker, result: PruneResult) -> None:
+    r = result.record
+    tracker.log({
+        "record/n_reasoning_tokens": r.n_reasoning_tokens,
+        "record/deletions": len(r.deletion_order),
+        "record/objective_start": r.step_objective[0],
+        "record/objective_end": r.step_objective[-1],
+        "record/objective_drop": r.step_objective[0] - r.step_objective[-1],
+        "record/wall_s": r.cost["wall_s"],
+        "record/tokens_processed": r.cost["tokens_processed"],
+        "record/tokens_per_s": r.cost["tokens_processed"] / max(r.cost["wall_s"], 1e-9),
+    })
+
+
+def run(cfg: DictConfig) -> dict:
+    setup_runtime(cfg)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    items = read_data(cfg)
+    began = time.perf_counter()
+    tracker = start_tracking(cfg, out, "prune")
+    with RecordWriter(out / "records.jsonl") as writer:
+        todo = [i for i in items if isinstance(i, BadInput) or i["id"] not in writer.done]
+        pruner = build_pruner(cfg) if any(not isinstance(i, BadInput) for i in todo) else None
+        counts = prune_records(pruner, items, cfg, writer, tracker)
+    summary = {**counts, "records_file": str(out / "records.jsonl"), "wall_s": round(time.perf_counter() - began, 2)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    tracker.summary(summary)
+    tracker.finish()
+    print(f"\n{counts['pruned']} pruned, {counts['resumed']} already done, {counts['skipped']} skipped.")
+    print(f"Run directory: {out}  (records.jsonl, summary.json{', skipped.jsonl' if counts['skipped'] else ''})")
+    if tracker.location:
+        print(f"W&B offline run: {Path(tracker.location).parent}  (upload later with `wandb sync`)")
+    return summary

@@ -1,0 +1,96 @@
+"""Greedy pruning equals a brute-force reference, and ties go to the lowest index."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from exact.greedy import distinct_candidates, greedy_prune
+from exact.scorers import Scorer, Scores, make_scorer
+from exact.sequence import Segments
+
+from test_scorers import full_recompute
+from conftest import tiny_llama
+
+
+def brute_force_greedy(model, segments: Segments, deletions: int, objective: str) -> list[int]:
+    """Alg. 1 written out: score every kept token by recomputing the whole shortened chain."""
+    kept, order = list(range(len(segments.reasoning))), []
+    prompt_len = len(segments.prompt)
+    for _ in range(deletions):
+        best, best_score = None, None
+        for i in kept:
+            rest = torch.tensor([k for k in kept if k != i], dtype=torch.long)
+            start = prompt_len + (0 if objective == "joint" else len(rest))
+            score = full_recompute(model, segments.with_kept(rest), start)
+            if best_score is None or score > best_score + 1e-9:
+                best, best_score = i, score
+        order.append(best)
+        kept.remove(best)
+    return order
+
+
+def segments(seed: int, n: int = 10) -> Segments:
+    g = torch.Generator().manual_seed(seed)
+    return Segments(
+        prompt=torch.randint(0, 128, (6,), generator=g),
+        reasoning=torch.randint(0, 128, (n,), generator=g),
+        answer=torch.randint(0, 128, (4,), generator=g),
+    )
+
+
+@pytest.mark.parametrize("scorer", ["naive", "packed"])
+@pytest.mark.parametrize("objective", ["joint", "answer"])
+def test_greedy_equals_brute_force(scorer, objective):
+    model = tiny_llama()
+    for seed in range(2):
+        seg = segments(seed)
+        trace = greedy_prune(make_scorer(scorer, model, objective, token_budget=32), seg, deletions=7)
+        assert trace.deletion_order == brute_force_greedy(model, seg, 7, objective)
+        assert len(trace.step_objective) == 8
+
+
+class ConstantScorer(Scorer):
+    """Every candidate scores the same: greedy must then always delete the lowest kept index."""
+
+    name = "constant"
+
+    def objective(self, ids, prompt_len, n_reasoning):
+        return Scores(torch.zeros(1, dtype=torch.float64), tokens=0, passes=0)
+
+    def score(self, ids, prompt_len, n_reasoning, candidates):
+        return Scores(torch.zeros(len(candidates), dtype=torch.float64), tokens=0, passes=0)
+
+
+def test_ties_go_to_the_lowest_index():
+    trace = greedy_prune(ConstantScorer(model=None), segments(0, n=6), deletions=6)
+    assert trace.deletion_order == [0, 1, 2, 3, 4, 5]
+
+
+def test_identical_neighbours_share_one_exact_score():
+    tokens = torch.tensor([5, 5, 5, 7, 8, 8, 5])
+    candidates, same_as = distinct_candidates(tokens)
+    assert candidates.tolist() == [0, 3, 4, 6]
+    assert same_as.tolist() == [0, 0, 0, 1, 2, 2, 3]
+
+    model = tiny_llama()
+    seg = Segments(torch.tensor([1, 2, 3]), tokens, torch.tensor([9, 10]))
+    trace = greedy_prune(make_scorer("packed", model), seg, deletions=1, record_scores=True)
+    scores = dict((int(i), s) for i, s in trace.step_scores[0])
+    assert scores[0] == scores[1] == scores[2] and scores[4] == scores[5]
+    assert trace.deletion_order == brute_force_greedy(model, seg, 1, "joint")
+
+
+def test_recorded_scores_cover_every_kept_token():
+    seg = segments(3, n=8)
+    trace = greedy_prune(make_scorer("packed", tiny_llama()), seg, deletions=3, record_scores=True)
+    assert [len(step) for step in trace.step_scores] == [8, 7, 6]
+    for step, chosen, value in zip(trace.step_scores, trace.deletion_order, trace.step_objective[1:]):
+        assert max(step, key=lambda pair: pair[1]) == [chosen, value]
+    for chosen, after in zip(trace.deletion_order, trace.step_scores[1:]):
+        assert chosen not in [int(i) for i, _ in after]
+
+
+def test_deletion_count_is_checked():
+    with pytest.raises(ValueError, match="cannot make 11 deletions from 10"):
+        greedy_prune(ConstantScorer(model=None), segments(0), deletions=11)

@@ -1,0 +1,97 @@
+"""Hydra experiments compose, and `+experiment=prune` runs end to end, resumes, and skips bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from src.api import compose_config, load_pruner
+from src.run import run_task
+
+EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes(name):
+    cfg = compose_config(f"+experiment={name}", "output_dir=/tmp/unused")
+    assert cfg.task and cfg.model.path and cfg.pruner.objective in ("joint", "answer")
+
+
+def test_demo_experiment_reads_like_the_demo():
+    cfg = compose_config("+experiment=demo")
+    assert cfg.model.path == "embedded:smollm2" and cfg.data.path == "demo"
+    assert list(cfg.pruner.keep_fractions) == [0.5] and cfg.show_chains
+
+
+def records_file(tmp_path: Path, rows: list) -> Path:
+    path = tmp_path / "input.jsonl"
+    path.write_bytes(b"".join((json.dumps(r).encode() if isinstance(r, dict) else r) + b"\n" for r in rows))
+    return path
+
+
+def prune_config(tiny_model_dir: str, data: Path, out: Path, *extra: str):
+    return compose_config(
+        "+experiment=prune", "model=hf", f"model.path={tiny_model_dir}", "data=jsonl", f"data.path={data}",
+        f"output_dir={out}", "logger=none", "runtime.progress=false", "pruner.keep_fractions=[0.5]", *extra,
+    )
+
+
+def row(rid: str, reasoning: str = "2 + 2 = 4.") -> dict:
+    return {"id": rid, "question": "What is 2 + 2?", "reasoning": reasoning, "answer": "4", "gold": "4"}
+
+
+def read_ids(path: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in path.read_text().splitlines()]
+
+
+def test_prune_runs_resumes_and_skips_bad_records(tmp_path, tiny_model_dir):
+    rows = [
+        row("a"),
+        b'{"id": "broken", ',
+        row("b", reasoning=""),
+        row("c", reasoning="x" * 40),
+        row("a"),
+        row("d"),
+    ]
+    data, out = records_file(tmp_path, rows), tmp_path / "run"
+
+    first = run_task(prune_config(tiny_model_dir, data, out, "data.limit=1"))
+    assert first["pruned"] == 1 and read_ids(out / "records.jsonl") == ["a"]
+
+    second = run_task(prune_config(tiny_model_dir, data, out, "data.max_reasoning_tokens=30"))
+    assert second["pruned"] == 1 and second["resumed"] == 1 and second["skipped"] == 4
+    assert read_ids(out / "records.jsonl") == ["a", "d"]
+    reasons = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
+    assert [r["reason"].split(" (")[0].split(",")[0] for r in reasons] == [
+        "not valid JSON", "empty reasoning", "reasoning has 40 tokens", "duplicate id",
+    ]
+    assert "input.jsonl:2" in reasons[0]["where"] and "'b'" in reasons[1]["where"] and "'c'" in reasons[2]["where"]
+
+    third = run_task(prune_config(tiny_model_dir, data, out, "data.max_reasoning_tokens=30"))
+    assert third["pruned"] == 0 and third["resumed"] == 2
+    assert read_ids(out / "records.jsonl") == ["a", "d"]
+    record = json.loads((out / "records.jsonl").read_text().splitlines()[0])
+    assert record["gold"] == "4" and record["pruned"]["0.5"]
+
+
+def test_prune_logs_to_offline_wandb(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    data, out = records_file(tmp_path, [row("a")]), tmp_path / "run"
+    cfg = prune_config(tiny_model_dir, data, out, "logger=wandb")
+    assert run_task(cfg)["pruned"] == 1
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+
+
+def test_load_pruner_from_overrides(tiny_model_dir):
+    pruner = load_pruner("model=hf", f"model.path={tiny_model_dir}", "pruner.objective=answer", "scorer=naive")
+    assert pruner.scorer.name == "naive" and pruner.scorer.objective_name == "answer"
+    assert pruner.prune("q", "a b c d", "x", keep_fractions=[0.5]).at(0.5)
+
+
+def test_unknown_task_is_named():
+    cfg = compose_config("task=fly", "output_dir=/tmp/unused")
+    with pytest.raises(ValueError, match="unknown task 'fly'"):
+        run_task(cfg)

@@ -1,0 +1,99 @@
+"""The packed scorer equals the naive one (and a plain full recompute) on random deletions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from exact.scorers import NaiveScorer, PackedScorer, make_scorer, scored_from, target_logprobs
+
+from conftest import tiny_llama, tiny_qwen2
+
+
+def full_recompute(model, ids: torch.Tensor, start: int) -> float:
+    """Σ log p(x_t | x_<t) for t ≥ start, from one unbatched forward pass: the definition."""
+    with torch.no_grad():
+        logits = model(input_ids=ids[None]).logits[0]
+    return float(target_logprobs(logits[start - 1 : -1], ids[start:]).double().sum())
+
+
+def random_chain(seed: int, prompt_len: int = 9, n: int = 30, answer_len: int = 6, vocab: int = 128):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (prompt_len + n + answer_len,), generator=g), prompt_len, n
+
+
+@pytest.mark.parametrize("build", [tiny_llama, tiny_qwen2], ids=["llama", "qwen2"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("objective", ["joint", "answer"])
+def test_packed_equals_naive_on_random_deletions(build, attn, objective):
+    model = build(attn=attn)
+    for seed in range(3):
+        ids, prompt_len, n = random_chain(seed)
+        g = torch.Generator().manual_seed(100 + seed)
+        candidates = torch.sort(torch.randperm(n, generator=g)[: 12])[0]
+        naive = NaiveScorer(model, objective, token_budget=3 * len(ids)).score(ids, prompt_len, n, candidates)
+        packed = PackedScorer(model, objective, token_budget=40).score(ids, prompt_len, n, candidates)
+        assert torch.allclose(naive.values, packed.values, atol=1e-4, rtol=0)
+        assert packed.tokens < naive.tokens
+
+
+@pytest.mark.parametrize("objective", ["joint", "answer"])
+def test_scores_are_the_definition(objective):
+    """Every candidate's score is the objective of the chain without that token, computed from scratch."""
+    model = tiny_llama()
+    ids, prompt_len, n = random_chain(7, n=12)
+    candidates = torch.arange(n)
+    packed = PackedScorer(model, objective, token_budget=25).score(ids, prompt_len, n, candidates)
+    for j in range(n):
+        shorter = torch.cat([ids[: prompt_len + j], ids[prompt_len + j + 1 :]])
+        expected = full_recompute(model, shorter, scored_from(objective, prompt_len, n - 1))
+        assert abs(float(packed.values[j]) - expected) < 1e-4
+
+
+def test_objective_matches_full_recompute():
+    model = tiny_llama()
+    ids, prompt_len, n = random_chain(3)
+    for objective in ("joint", "answer"):
+        value = NaiveScorer(model, objective).objective(ids, prompt_len, n).values[0]
+        assert abs(float(value) - full_recompute(model, ids, scored_from(objective, prompt_len, n))) < 1e-4
+
+
+def test_packed_leaves_the_cache_and_chunking_irrelevant():
+    """Budgets from one suffix per pass to everything in one pass give the same scores."""
+    model = tiny_llama()
+    ids, prompt_len, n = random_chain(11)
+    candidates = torch.arange(n)
+    results = [PackedScorer(model, "joint", budget).score(ids, prompt_len, n, candidates) for budget in (1, 17, 10_000)]
+    assert results[0].passes == n + 1 and results[2].passes == 2
+    for other in results[1:]:
+        assert torch.allclose(results[0].values, other.values, atol=1e-5, rtol=0)
+
+
+def test_last_token_and_empty_suffix():
+    """Deleting the last reasoning token before a one-token answer needs no suffix pass."""
+    model = tiny_llama()
+    ids, prompt_len, n = random_chain(5, n=4, answer_len=1)
+    candidates = torch.arange(n)
+    for objective in ("joint", "answer"):
+        naive = NaiveScorer(model, objective).score(ids, prompt_len, n, candidates)
+        packed = PackedScorer(model, objective).score(ids, prompt_len, n, candidates)
+        assert torch.allclose(naive.values, packed.values, atol=1e-4, rtol=0)
+
+
+def test_unknown_scorer_and_objective_are_named():
+    model = tiny_llama()
+    with pytest.raises(ValueError, match="unknown scorer 'fast'"):
+        make_scorer("fast", model)
+    with pytest.raises(ValueError, match="unknown objective 'both'"):
+        make_scorer("packed", model, objective="both")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_packed_equals_naive_on_cuda():
+    model = tiny_llama().cuda()
+    ids, prompt_len, n = random_chain(2)
+    candidates = torch.arange(n)
+    naive = NaiveScorer(model, "joint").score(ids, prompt_len, n, candidates)
+    packed = PackedScorer(model, "joint", token_budget=64).score(ids, prompt_len, n, candidates)
+    assert torch.allclose(naive.values, packed.values, atol=1e-4, rtol=0)
