@@ -76,14 +76,14 @@ class GreedyPruner:
         tokenizer,
         objective: str = "joint",
         scorer: str = "packed",
-        token_budget: int = 1024,
+        scorer_options: dict[str, Any] | None = None,
         system_prompt: str | None = None,
         answer_delimiter: str = "\n",
         max_reasoning_tokens: int | None = None,
         model_name: str | None = None,
     ):
         self.tokenizer = tokenizer
-        self.scorer = make_scorer(scorer, model, objective=objective, token_budget=token_budget)
+        self.scorer = make_scorer(scorer, model, objective=objective, **(scorer_options or {}))
         self.system_prompt = system_prompt
         self.answer_delimiter = answer_delimiter
         self.max_reasoning_tokens = max_reasoning_tokens

@@ -44,7 +44,7 @@ def build_pruner(cfg: DictConfig, model=None, tokenizer=None) -> GreedyPruner:
         tokenizer,
         objective=cfg.pruner.objective,
         scorer=cfg.scorer.name,
-        token_budget=cfg.scorer.token_budget,
+        scorer_options={k: v for k, v in cfg.scorer.items() if k != "name"},
         system_prompt=cfg.data.system_prompt,
         answer_delimiter=cfg.data.answer_delimiter,
         max_reasoning_tokens=cfg.data.max_reasoning_tokens,

@@ -32,7 +32,7 @@ def test_packed_equals_naive_on_random_deletions(build, attn, objective):
         g = torch.Generator().manual_seed(100 + seed)
         candidates = torch.sort(torch.randperm(n, generator=g)[: 12])[0]
         naive = NaiveScorer(model, objective, token_budget=3 * len(ids)).score(ids, prompt_len, n, candidates)
-        packed = PackedScorer(model, objective, token_budget=40).score(ids, prompt_len, n, candidates)
+        packed = PackedScorer(model, objective, token_budget=60, row_tokens=20).score(ids, prompt_len, n, candidates)
         assert torch.allclose(naive.values, packed.values, atol=1e-4, rtol=0)
         assert packed.tokens < naive.tokens
 
@@ -43,7 +43,7 @@ def test_scores_are_the_definition(objective):
     model = tiny_llama()
     ids, prompt_len, n = random_chain(7, n=12)
     candidates = torch.arange(n)
-    packed = PackedScorer(model, objective, token_budget=25).score(ids, prompt_len, n, candidates)
+    packed = PackedScorer(model, objective, token_budget=25, row_tokens=10).score(ids, prompt_len, n, candidates)
     for j in range(n):
         shorter = torch.cat([ids[: prompt_len + j], ids[prompt_len + j + 1 :]])
         expected = full_recompute(model, shorter, scored_from(objective, prompt_len, n - 1))
@@ -58,13 +58,14 @@ def test_objective_matches_full_recompute():
         assert abs(float(value) - full_recompute(model, ids, scored_from(objective, prompt_len, n))) < 1e-4
 
 
-def test_packed_leaves_the_cache_and_chunking_irrelevant():
-    """Budgets from one suffix per pass to everything in one pass give the same scores."""
+def test_packing_layout_does_not_change_scores():
+    """One suffix per pass, several padded rows per pass, or everything in one row: the same scores."""
     model = tiny_llama()
     ids, prompt_len, n = random_chain(11)
     candidates = torch.arange(n)
-    results = [PackedScorer(model, "joint", budget).score(ids, prompt_len, n, candidates) for budget in (1, 17, 10_000)]
-    assert results[0].passes == n + 1 and results[2].passes == 2
+    layouts = [(1, 1), (17, 70), (10_000, 10_000)]
+    results = [PackedScorer(model, "joint", b, r).score(ids, prompt_len, n, candidates) for r, b in layouts]
+    assert results[0].passes == n + 1 and results[1].passes > 2 and results[2].passes == 2
     for other in results[1:]:
         assert torch.allclose(results[0].values, other.values, atol=1e-5, rtol=0)
 
