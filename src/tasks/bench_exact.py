@@ -27,10 +27,10 @@ log = logging.getLogger(__name__)
 def select_chains(pruner: GreedyPruner, cfg: DictConfig) -> list[dict]:
     """The first `bench.records` records whose reasoning length lies in the configured window."""
     data, bench = cfg.data, cfg.bench
-    path = data.path
+    path, shortest = data.path, bench.min_reasoning_tokens
     if path != DEMO and not Path(path).exists() and bench.fallback_to_demo:
-        log.warning("%s not found; benchmarking the embedded demo set instead", path)
-        path = DEMO
+        log.warning("%s not found; benchmarking the embedded demo set (shorter chains) instead", path)
+        path, shortest = DEMO, 1
     chosen = []
     for item in load_records(path, data.format, data.split, data.answer_template, data.id_prefix, None, data.name):
         if isinstance(item, BadInput):
@@ -39,13 +39,20 @@ def select_chains(pruner: GreedyPruner, cfg: DictConfig) -> list[dict]:
             n = len(pruner.encode(item["question"], item["reasoning"], item["answer"]).reasoning)
         except InvalidInstance:
             continue
-        if bench.min_reasoning_tokens <= n <= bench.max_reasoning_tokens:
+        if shortest <= n <= bench.max_reasoning_tokens:
             chosen.append({**item, "n": n})
         if len(chosen) == bench.records:
             break
     if not chosen:
-        raise ValueError(f"no record in {path} has {bench.min_reasoning_tokens}-{bench.max_reasoning_tokens} reasoning tokens")
+        raise ValueError(f"no record in {path} has {shortest}-{bench.max_reasoning_tokens} reasoning tokens")
     return chosen
+
+
+def with_scorer(cfg: DictConfig, name: str, options: DictConfig) -> DictConfig:
+    """A copy of `cfg` whose scorer group is replaced by `name` with `options`."""
+    copy = cfg.copy()
+    copy.scorer = OmegaConf.create({"name": name, **options})
+    return copy
 
 
 @torch.inference_mode()
@@ -79,10 +86,7 @@ def run(cfg: DictConfig) -> dict:
     setup_runtime(cfg)
     bench = cfg.bench
     model, tokenizer = load_model(**cfg.model)
-    pruners = {
-        name: build_pruner(OmegaConf.merge(cfg, {"scorer": {"name": name, **options}}), model, tokenizer)
-        for name, options in bench.scorers.items()
-    }
+    pruners = {name: build_pruner(with_scorer(cfg, name, options), model, tokenizer) for name, options in bench.scorers.items()}
     chains = select_chains(next(iter(pruners.values())), cfg)
 
     runs = {}

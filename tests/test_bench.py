@@ -1,0 +1,29 @@
+"""`+experiment=bench_exact` runs on a tiny model and reports what the issue asks for."""
+
+from __future__ import annotations
+
+import json
+
+from src.api import compose_config
+from src.run import run_task
+
+
+def test_bench_exact_reports_both_scorers(tmp_path, tiny_model_dir):
+    data = tmp_path / "chains.jsonl"
+    rows = [{"id": f"r{i}", "question": "How many?", "reasoning": f"{i} + {i} = {2 * i} apples, so {2 * i}.", "answer": str(2 * i)}
+            for i in range(3)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = compose_config(
+        "+experiment=bench_exact", "model=hf", f"model.path={tiny_model_dir}", "data=jsonl", f"data.path={data}",
+        f"output_dir={tmp_path / 'out'}", "runtime.progress=false", "bench.records=2", "bench.min_reasoning_tokens=5",
+        "bench.max_reasoning_tokens=40", "bench.throughput.seq_len=16", "bench.throughput.batch_sizes=[1,2]",
+        "bench.throughput.repeats=1",
+    )
+    report = run_task(cfg)
+    assert json.loads((tmp_path / "out" / "bench_exact.json").read_text()) == report
+    assert [r["id"] for r in report["records"]] == ["r0", "r1"]
+    assert set(report["scorers"]) == {"naive", "packed"}
+    assert report["identical_deletion_orders"] is True
+    assert report["candidate_gap_nats"]["max"] < 1e-4 and report["candidate_gap_nats"]["candidates"] > 0
+    assert report["naive_over_packed_tokens"] > 1
+    assert set(report["forward_tokens_per_s"]) == {"1", "2"} and report["packed_fraction_of_ceiling"] > 0
