@@ -7,6 +7,16 @@ from exact.scorers import NaiveScorer, PackedScorer, Scorer, make_scorer
 from exact.sequence import Segments, encode
 
 __all__ = [
-    "GreedyPruner", "GreedyTrace", "InvalidInstance", "NaiveScorer", "PackedScorer", "PruneRecord",
-    "PruneResult", "Scorer", "Segments", "encode", "greedy_prune", "make_scorer",
+    "GreedyPruner",
+    "GreedyTrace",
+    "InvalidInstance",
+    "NaiveScorer",
+    "PackedScorer",
+    "PruneRecord",
+    "PruneResult",
+    "Scorer",
+    "Segments",
+    "encode",
+    "greedy_prune",
+    "make_scorer",
 ]

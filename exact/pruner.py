@@ -1,9 +1,9 @@
 """The notebook-sized API: a `GreedyPruner` prunes one (question, reasoning, answer) at a time.
 
-    pruner = GreedyPruner(model, tokenizer)
-    result = pruner.prune(question, reasoning, answer, keep_fractions=[0.5])
-    print(result.show(0.5))        # the chain with deleted tokens marked
-    result.at(0.5), result.deletion_order, result.record.step_scores
+pruner = GreedyPruner(model, tokenizer)
+result = pruner.prune(question, reasoning, answer, keep_fractions=[0.5])
+print(result.show(0.5))        # the chain with deleted tokens marked
+result.at(0.5), result.deletion_order, result.record.step_scores
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import torch
 
 from exact.greedy import greedy_prune
 from exact.keep import check_keep_fraction, keep_key, kept_indices, n_deletions, pruned_text
@@ -95,7 +93,9 @@ class GreedyPruner:
         if n == 0:
             raise InvalidInstance("reasoning is empty after tokenization")
         if self.max_reasoning_tokens is not None and n > self.max_reasoning_tokens:
-            raise InvalidInstance(f"reasoning has {n} tokens, more than max_reasoning_tokens={self.max_reasoning_tokens}")
+            raise InvalidInstance(
+                f"reasoning has {n} tokens, more than max_reasoning_tokens={self.max_reasoning_tokens}"
+            )
         return segments
 
     def prune(
@@ -128,7 +128,9 @@ class GreedyPruner:
             deletion_order=trace.deletion_order,
             step_objective=trace.step_objective,
             step_perplexity=[math.exp(-j / k) for j, k in zip(trace.step_objective, scored)],
-            pruned={keep_key(f): pruned_text(self.tokenizer, segments.reasoning, trace.deletion_order, f) for f in fractions},
+            pruned={
+                keep_key(f): pruned_text(self.tokenizer, segments.reasoning, trace.deletion_order, f) for f in fractions
+            },
             cost={
                 "scorer": self.scorer.name,
                 "wall_s": round(trace.wall_s, 4),

@@ -6,8 +6,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SCHEMA_FIELDS = (
-    "id", "method", "objective", "pruner", "n_reasoning_tokens", "reasoning_tokens", "deletion_order",
-    "step_objective", "step_perplexity", "pruned", "step_scores", "cost",
+    "id",
+    "method",
+    "objective",
+    "pruner",
+    "n_reasoning_tokens",
+    "reasoning_tokens",
+    "deletion_order",
+    "step_objective",
+    "step_perplexity",
+    "pruned",
+    "step_scores",
+    "cost",
 )
 
 

@@ -86,9 +86,7 @@ class Scorer:
         value = target_logprobs(logits, ids[rows + 1]).sum()
         return Scores(value.reshape(1).cpu(), tokens=len(ids), passes=1)
 
-    def score(
-        self, ids: torch.Tensor, prompt_len: int, n_reasoning: int, candidates: torch.Tensor
-    ) -> Scores:
+    def score(self, ids: torch.Tensor, prompt_len: int, n_reasoning: int, candidates: torch.Tensor) -> Scores:
         """J(chain without reasoning token j) for every j in `candidates`."""
         raise NotImplementedError
 
@@ -138,9 +136,7 @@ class PackedScorer(Scorer):
         positions = torch.arange(total, device=self.device)
 
         # Base pass: logit rows prompt_len-1 … T-2, i.e. the predictions of tokens prompt_len … T-1.
-        out = self.model(
-            input_ids=ids[None], use_cache=True, logits_to_keep=positions[prompt_len - 1 : -1]
-        )
+        out = self.model(input_ids=ids[None], use_cache=True, logits_to_keep=positions[prompt_len - 1 : -1])
         base_kv = [(layer.keys, layer.values) for layer in out.cache.layers]
         rows = out.logits[0]
         norm = log_normalizer(rows)
@@ -208,7 +204,9 @@ class PackedScorer(Scorer):
             owner[b, :size], keep[b, :size] = members[segment], source + 1 >= start
             causal = torch.arange(size, device=device)
             allowed[b, :size, :total] = torch.arange(total, device=device)[None, :] < q[:, None]
-            allowed[b, :size, total : total + size] = (segment[:, None] == segment[None, :]) & (causal[None, :] <= causal[:, None])
+            allowed[b, :size, total : total + size] = (segment[:, None] == segment[None, :]) & (
+                causal[None, :] <= causal[:, None]
+            )
         dtype = self.model.dtype
         mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
         cache = DynamicCache(config=self.model.config)

@@ -42,9 +42,7 @@ def chat_parts(tokenizer, question: str, system_prompt: str | None) -> tuple[str
     if not getattr(tokenizer, "chat_template", None):
         head = f"{system_prompt}\n\n" if system_prompt else ""
         return f"{head}Question: {question}\nAnswer: ", tokenizer.eos_token or ""
-    full = tokenizer.apply_chat_template(
-        messages + [{"role": "assistant", "content": _SENTINEL}], tokenize=False
-    )
+    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": _SENTINEL}], tokenize=False)
     prompt, found, end_of_turn = full.partition(_SENTINEL)
     if not found:
         raise ValueError("the chat template drops the assistant reply; cannot locate the reasoning span")

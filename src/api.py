@@ -1,9 +1,9 @@
 """Build a pruner from the project's configs, in a notebook or a job.
 
-    from src.api import load_pruner
-    pruner = load_pruner("pruner.objective=answer")          # any Hydra override
-    result = pruner.prune(question, reasoning, answer, keep_fractions=[0.7, 0.5])
-    print(result.show(0.5))
+from src.api import load_pruner
+pruner = load_pruner("pruner.objective=answer")          # any Hydra override
+result = pruner.prune(question, reasoning, answer, keep_fractions=[0.7, 0.5])
+print(result.show(0.5))
 """
 
 from __future__ import annotations

@@ -24,8 +24,12 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
     core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     core.decoder = decoders.Fuse()
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=core, unk_token="<unk>", bos_token="<|im_start|>", eos_token="<|im_end|>",
-        pad_token="<|im_end|>", additional_special_tokens=SPECIALS[1:],
+        tokenizer_object=core,
+        unk_token="<unk>",
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        additional_special_tokens=SPECIALS[1:],
     )
     tok.chat_template = CHATML
     return tok
@@ -34,8 +38,13 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
 def tiny_llama(vocab_size: int = 128, attn: str = "sdpa", seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
     )
     config._attn_implementation = attn
     return LlamaForCausalLM(config).eval()
@@ -44,8 +53,13 @@ def tiny_llama(vocab_size: int = 128, attn: str = "sdpa", seed: int = 0) -> Llam
 def tiny_qwen2(vocab_size: int = 128, attn: str = "sdpa", seed: int = 0) -> Qwen2ForCausalLM:
     torch.manual_seed(seed)
     config = Qwen2Config(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
     )
     config._attn_implementation = attn
     return Qwen2ForCausalLM(config).eval()

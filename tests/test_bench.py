@@ -10,13 +10,29 @@ from src.run import run_task
 
 def test_bench_exact_reports_both_scorers(tmp_path, tiny_model_dir):
     data = tmp_path / "chains.jsonl"
-    rows = [{"id": f"r{i}", "question": "How many?", "reasoning": f"{i} + {i} = {2 * i} apples, so {2 * i}.", "answer": str(2 * i)}
-            for i in range(3)]
+    rows = [
+        {
+            "id": f"r{i}",
+            "question": "How many?",
+            "reasoning": f"{i} + {i} = {2 * i} apples, so {2 * i}.",
+            "answer": str(2 * i),
+        }
+        for i in range(3)
+    ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = compose_config(
-        "+experiment=bench_exact", "model=hf", f"model.path={tiny_model_dir}", "data=jsonl", f"data.path={data}",
-        f"output_dir={tmp_path / 'out'}", "runtime.progress=false", "bench.records=2", "bench.min_reasoning_tokens=5",
-        "bench.max_reasoning_tokens=40", "bench.throughput.seq_len=16", "bench.throughput.batch_sizes=[1,2]",
+        "+experiment=bench_exact",
+        "model=hf",
+        f"model.path={tiny_model_dir}",
+        "data=jsonl",
+        f"data.path={data}",
+        f"output_dir={tmp_path / 'out'}",
+        "runtime.progress=false",
+        "bench.records=2",
+        "bench.min_reasoning_tokens=5",
+        "bench.max_reasoning_tokens=40",
+        "bench.throughput.seq_len=16",
+        "bench.throughput.batch_sizes=[1,2]",
         "bench.throughput.repeats=1",
     )
     report = run_task(cfg)

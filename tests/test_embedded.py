@@ -7,8 +7,8 @@ import importlib.util
 import pytest
 import torch
 
-from src.api import compose_config, build_pruner
 from exact.scorers import NaiveScorer
+from src.api import build_pruner, compose_config
 
 pytestmark = [
     pytest.mark.embedded,

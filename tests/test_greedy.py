@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_scorers import full_recompute
 
+from conftest import tiny_llama
 from exact.greedy import distinct_candidates, greedy_prune
 from exact.scorers import Scorer, Scores, make_scorer
 from exact.sequence import Segments
-
-from test_scorers import full_recompute
-from conftest import tiny_llama
 
 
 def brute_force_greedy(model, segments: Segments, deletions: int, objective: str) -> list[int]:

@@ -6,10 +6,9 @@ import json
 
 import pytest
 
+from conftest import tiny_llama
 from exact import GreedyPruner, InvalidInstance, PruneRecord
 from exact.record import SCHEMA_FIELDS
-
-from conftest import tiny_llama
 
 QUESTION = "Ann has 3 pens and buys 4. How many?"
 REASONING = "3 + 4 = 7 pens."
@@ -22,8 +21,15 @@ def pruner(tokenizer):
 
 
 def test_record_schema(pruner):
-    result = pruner.prune(QUESTION, REASONING, ANSWER, keep_fractions=[0.9, 0.5], record_scores=True,
-                          id="r1", extra={"gold": "7", "meta": {"src": "t"}})
+    result = pruner.prune(
+        QUESTION,
+        REASONING,
+        ANSWER,
+        keep_fractions=[0.9, 0.5],
+        record_scores=True,
+        id="r1",
+        extra={"gold": "7", "meta": {"src": "t"}},
+    )
     row = json.loads(json.dumps(result.record.to_json()))
     assert set(SCHEMA_FIELDS) <= set(row)
     n = len(REASONING)  # one token per character

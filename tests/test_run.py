@@ -33,8 +33,16 @@ def records_file(tmp_path: Path, rows: list) -> Path:
 
 def prune_config(tiny_model_dir: str, data: Path, out: Path, *extra: str):
     return compose_config(
-        "+experiment=prune", "model=hf", f"model.path={tiny_model_dir}", "data=jsonl", f"data.path={data}",
-        f"output_dir={out}", "logger=none", "runtime.progress=false", "pruner.keep_fractions=[0.5]", *extra,
+        "+experiment=prune",
+        "model=hf",
+        f"model.path={tiny_model_dir}",
+        "data=jsonl",
+        f"data.path={data}",
+        f"output_dir={out}",
+        "logger=none",
+        "runtime.progress=false",
+        "pruner.keep_fractions=[0.5]",
+        *extra,
     )
 
 
@@ -65,7 +73,10 @@ def test_prune_runs_resumes_and_skips_bad_records(tmp_path, tiny_model_dir):
     assert read_ids(out / "records.jsonl") == ["a", "d"]
     reasons = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
     assert [r["reason"].split(" (")[0].split(",")[0] for r in reasons] == [
-        "not valid JSON", "empty reasoning", "reasoning has 40 tokens", "duplicate id",
+        "not valid JSON",
+        "empty reasoning",
+        "reasoning has 40 tokens",
+        "duplicate id",
     ]
     assert "input.jsonl:2" in reasons[0]["where"] and "'b'" in reasons[1]["where"] and "'c'" in reasons[2]["where"]
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from exact.scorers import NaiveScorer, PackedScorer, make_scorer, scored_from, target_logprobs
-
 from conftest import tiny_llama, tiny_qwen2
+from exact.scorers import NaiveScorer, PackedScorer, make_scorer, scored_from, target_logprobs
 
 
 def full_recompute(model, ids: torch.Tensor, start: int) -> float:
@@ -30,7 +29,7 @@ def test_packed_equals_naive_on_random_deletions(build, attn, objective):
     for seed in range(3):
         ids, prompt_len, n = random_chain(seed)
         g = torch.Generator().manual_seed(100 + seed)
-        candidates = torch.sort(torch.randperm(n, generator=g)[: 12])[0]
+        candidates = torch.sort(torch.randperm(n, generator=g)[:12])[0]
         naive = NaiveScorer(model, objective, token_budget=3 * len(ids)).score(ids, prompt_len, n, candidates)
         packed = PackedScorer(model, objective, token_budget=60, row_tokens=20).score(ids, prompt_len, n, candidates)
         assert torch.allclose(naive.values, packed.values, atol=1e-4, rtol=0)

@@ -86,7 +86,9 @@ def run(cfg: DictConfig) -> dict:
     setup_runtime(cfg)
     bench = cfg.bench
     model, tokenizer = load_model(**cfg.model)
-    pruners = {name: build_pruner(with_scorer(cfg, name, options), model, tokenizer) for name, options in bench.scorers.items()}
+    pruners = {
+        name: build_pruner(with_scorer(cfg, name, options), model, tokenizer) for name, options in bench.scorers.items()
+    }
     chains = select_chains(next(iter(pruners.values())), cfg)
 
     runs = {}
@@ -95,7 +97,12 @@ def run(cfg: DictConfig) -> dict:
         for chain in tqdm(chains, desc=f"{name} scorer", unit="rec"):
             results.append(
                 pruner.prune(
-                    chain["question"], chain["reasoning"], chain["answer"], [bench.keep], record_scores=True, id=chain["id"]
+                    chain["question"],
+                    chain["reasoning"],
+                    chain["answer"],
+                    [bench.keep],
+                    record_scores=True,
+                    id=chain["id"],
                 ).record
             )
         wall = sum(r.cost["wall_s"] for r in results)
@@ -108,7 +115,9 @@ def run(cfg: DictConfig) -> dict:
             "records": results,
         }
 
-    ceiling = forward_throughput(model, bench.throughput.seq_len, list(bench.throughput.batch_sizes), bench.throughput.repeats)
+    ceiling = forward_throughput(
+        model, bench.throughput.seq_len, list(bench.throughput.batch_sizes), bench.throughput.repeats
+    )
     naive, packed = runs["naive"], runs["packed"]
     orders_equal = [a.deletion_order == b.deletion_order for a, b in zip(naive["records"], packed["records"])]
     gaps = candidate_gaps(naive["records"], packed["records"])
@@ -121,8 +130,9 @@ def run(cfg: DictConfig) -> dict:
         "objective": cfg.pruner.objective,
         "keep": bench.keep,
         "records": [{"id": c["id"], "n_reasoning_tokens": c["n"]} for c in chains],
-        "scorers": {name: {k: v for k, v in r.items() if k != "records"} | dict(bench.scorers[name])
-                    for name, r in runs.items()},
+        "scorers": {
+            name: {k: v for k, v in r.items() if k != "records"} | dict(bench.scorers[name]) for name, r in runs.items()
+        },
         "naive_over_packed_wall": round(naive["wall_s"] / packed["wall_s"], 3),
         "naive_over_packed_tokens": round(naive["tokens_processed"] / packed["tokens_processed"], 3),
         "identical_deletion_orders": all(orders_equal),

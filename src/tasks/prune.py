@@ -22,9 +22,7 @@ log = logging.getLogger(__name__)
 def read_data(cfg: DictConfig) -> list[dict | BadInput]:
     data = cfg.data
     return list(
-        load_records(
-            data.path, data.format, data.split, data.answer_template, data.id_prefix, data.limit, data.name
-        )
+        load_records(data.path, data.format, data.split, data.answer_template, data.id_prefix, data.limit, data.name)
     )
 
 
@@ -66,11 +64,15 @@ def prune_records(
         try:
             with tqdm(desc=rid, unit="del", leave=False, disable=not progress) as bar:
                 result = pruner.prune(
-                    item["question"], item["reasoning"], item["answer"],
+                    item["question"],
+                    item["reasoning"],
+                    item["answer"],
                     keep_fractions=list(cfg.pruner.keep_fractions),
                     prune_to_end=cfg.pruner.prune_to_end,
                     record_scores=cfg.pruner.record_scores,
-                    id=rid, extra=extra, on_step=lambda step: bar.update(1),
+                    id=rid,
+                    extra=extra,
+                    on_step=lambda step: bar.update(1),
                 )
         except InvalidInstance as err:
             _skip(out, BadInput(f"record {rid!r}", str(err)), counts)
@@ -92,16 +94,18 @@ def _skip(out: Path, bad: BadInput, counts: dict) -> None:
 
 def _log_record(tracker, result: PruneResult) -> None:
     r = result.record
-    tracker.log({
-        "record/n_reasoning_tokens": r.n_reasoning_tokens,
-        "record/deletions": len(r.deletion_order),
-        "record/objective_start": r.step_objective[0],
-        "record/objective_end": r.step_objective[-1],
-        "record/objective_drop": r.step_objective[0] - r.step_objective[-1],
-        "record/wall_s": r.cost["wall_s"],
-        "record/tokens_processed": r.cost["tokens_processed"],
-        "record/tokens_per_s": r.cost["tokens_processed"] / max(r.cost["wall_s"], 1e-9),
-    })
+    tracker.log(
+        {
+            "record/n_reasoning_tokens": r.n_reasoning_tokens,
+            "record/deletions": len(r.deletion_order),
+            "record/objective_start": r.step_objective[0],
+            "record/objective_end": r.step_objective[-1],
+            "record/objective_drop": r.step_objective[0] - r.step_objective[-1],
+            "record/wall_s": r.cost["wall_s"],
+            "record/tokens_processed": r.cost["tokens_processed"],
+            "record/tokens_per_s": r.cost["tokens_processed"] / max(r.cost["wall_s"], 1e-9),
+        }
+    )
 
 
 def run(cfg: DictConfig) -> dict:
