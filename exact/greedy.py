@@ -40,9 +40,12 @@ def greedy_prune(
     segments: Segments,
     deletions: int,
     record_scores: bool = False,
-    on_step: Callable[[int], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> GreedyTrace:
-    """Delete `deletions` reasoning tokens greedily; ties go to the lowest index."""
+    """Delete `deletions` reasoning tokens greedily; ties go to the lowest index.
+
+    `on_step(done, deletions)` is called after every deletion (for progress bars).
+    """
     n = len(segments.reasoning)
     if not 0 <= deletions <= n:
         raise ValueError(f"cannot make {deletions} deletions from {n} reasoning tokens")
@@ -68,6 +71,6 @@ def greedy_prune(
         trace.forward_passes += scores.passes
         kept = torch.cat([kept[:best], kept[best + 1 :]])
         if on_step is not None:
-            on_step(step + 1)
+            on_step(step + 1, deletions)
     trace.wall_s = time.perf_counter() - began
     return trace

@@ -108,7 +108,7 @@ class GreedyPruner:
         record_scores: bool = False,
         id: str = "",
         extra: dict[str, Any] | None = None,
-        on_step: Callable[[int], None] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
     ) -> PruneResult:
         """Prune one instance down to the smallest keep fraction (or to nothing with `prune_to_end`)."""
         fractions = [check_keep_fraction(f) for f in keep_fractions]
@@ -138,7 +138,7 @@ class GreedyPruner:
                 "forward_passes": trace.forward_passes,
             },
             step_scores=trace.step_scores,
-            extra={"question": question, "answer": answer, **(extra or {})},
+            extra={"question": question, "reasoning": reasoning, "answer": answer, **(extra or {})},
         )
         return PruneResult(record, segments, self.tokenizer)
 

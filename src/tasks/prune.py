@@ -40,6 +40,16 @@ def describe(result: PruneResult, keep: float) -> str:
     )
 
 
+def advance(bar: tqdm):
+    """A greedy `on_step` callback that moves `bar` to `done` of `total` deletions."""
+
+    def on_step(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return on_step
+
+
 def prune_records(
     pruner: GreedyPruner, items: list[dict | BadInput], cfg: DictConfig, writer: RecordWriter, tracker
 ) -> dict:
@@ -72,7 +82,7 @@ def prune_records(
                     record_scores=cfg.pruner.record_scores,
                     id=rid,
                     extra=extra,
-                    on_step=lambda step: bar.update(1),
+                    on_step=advance(bar),
                 )
         except InvalidInstance as err:
             _skip(out, BadInput(f"record {rid!r}", str(err)), counts)
