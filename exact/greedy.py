@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ class GreedyTrace:
     """What a greedy run produced: the deletion order, J after each deletion, and the cost."""
 
     deletion_order: list[int] = field(default_factory=list)
-    step_objective: list[float] = field(default_factory=list)  # J of the full chain, then after each deletion
+    step_objective: list[float | None] = field(default_factory=list)  # J of the full chain, then after each deletion
     step_scores: list[list[list[float]]] | None = None  # per step: [[reasoning index, J after deleting it], ...]
     tokens_processed: int = 0
     forward_passes: int = 0
@@ -41,14 +42,20 @@ def greedy_prune(
     deletions: int,
     record_scores: bool = False,
     on_step: Callable[[int, int], None] | None = None,
+    per_step: int = 1,
 ) -> GreedyTrace:
     """Delete `deletions` reasoning tokens greedily; ties go to the lowest index.
 
+    With `per_step` m > 1, each scoring round deletes its m best candidates at once (faster, no
+    longer exact greedy); J is then known only after the first and the last deletion of a round,
+    and the others are recorded as None. Candidates a scorer did not score come back as -inf.
     `on_step(done, deletions)` is called after every deletion (for progress bars).
     """
     n = len(segments.reasoning)
     if not 0 <= deletions <= n:
         raise ValueError(f"cannot make {deletions} deletions from {n} reasoning tokens")
+    if per_step < 1:
+        raise ValueError(f"per_step must be at least 1, got {per_step}")
     began = time.perf_counter()
     kept = torch.arange(n)
     prompt_len = len(segments.prompt)
@@ -58,19 +65,28 @@ def greedy_prune(
     trace.step_objective.append(float(initial.values[0]))
     trace.tokens_processed, trace.forward_passes = initial.tokens, initial.passes
 
-    for step in range(deletions):
+    while len(trace.deletion_order) < deletions:
         candidates, same_as = distinct_candidates(segments.reasoning[kept])
         scores = scorer.score(segments.with_kept(kept), prompt_len, len(kept), candidates)
-        values = scores.values[same_as]
-        best = int(torch.argmax(values))  # first maximum: the lowest index
-        if record_scores:
-            trace.step_scores.append([[int(i), float(v)] for i, v in zip(kept, values)])
-        trace.deletion_order.append(int(kept[best]))
-        trace.step_objective.append(float(values[best]))
         trace.tokens_processed += scores.tokens
         trace.forward_passes += scores.passes
-        kept = torch.cat([kept[:best], kept[best + 1 :]])
+        if trace.step_objective[-1] is None:
+            trace.step_objective[-1] = scores.current
+        if record_scores:
+            values = scores.values[same_as]
+            trace.step_scores.append([[int(i), float(v)] for i, v in zip(kept, values) if math.isfinite(v)])
+        ranked = torch.sort(-scores.values, stable=True).indices  # best first; ties: the lowest index
+        take = min(per_step, deletions - len(trace.deletion_order), int(torch.isfinite(scores.values).sum()))
+        chosen = candidates[ranked[:take]]
+        trace.deletion_order += kept[chosen].tolist()
+        trace.step_objective += [float(scores.values[ranked[0]])] + [None] * (take - 1)
+        kept = kept[~torch.isin(torch.arange(len(kept)), chosen)]
         if on_step is not None:
-            on_step(step + 1, deletions)
+            on_step(len(trace.deletion_order), deletions)
+    if trace.step_objective[-1] is None:
+        final = scorer.objective(segments.with_kept(kept), prompt_len, len(kept))
+        trace.step_objective[-1] = float(final.values[0])
+        trace.tokens_processed += final.tokens
+        trace.forward_passes += final.passes
     trace.wall_s = time.perf_counter() - began
     return trace

@@ -127,7 +127,7 @@ class GreedyPruner:
             reasoning_tokens=[self.tokenizer.decode([t]) for t in segments.reasoning.tolist()],
             deletion_order=trace.deletion_order,
             step_objective=trace.step_objective,
-            step_perplexity=[math.exp(-j / k) for j, k in zip(trace.step_objective, scored)],
+            step_perplexity=[None if j is None else math.exp(-j / k) for j, k in zip(trace.step_objective, scored)],
             pruned={
                 keep_key(f): pruned_text(self.tokenizer, segments.reasoning, trace.deletion_order, f) for f in fractions
             },

@@ -32,8 +32,8 @@ class PruneRecord:
     n_reasoning_tokens: int
     reasoning_tokens: list[str]
     deletion_order: list[int]
-    step_objective: list[float]
-    step_perplexity: list[float]
+    step_objective: list[float | None]
+    step_perplexity: list[float | None]
     pruned: dict[str, str]
     cost: dict[str, Any]
     step_scores: list[list[list[float]]] | None = None

@@ -26,11 +26,32 @@ OBJECTIVES = ("joint", "answer")
 
 @dataclass
 class Scores:
-    """Objective values (sums of log-probs, float64) plus what computing them cost."""
+    """Objective values (sums of log-probs, float64) plus what computing them cost.
+
+    `current` is J of the chain itself when the scorer got it for free (from a base pass).
+    """
 
     values: torch.Tensor
     tokens: int
     passes: int
+    current: float | None = None
+
+
+@dataclass
+class BasePass:
+    """One forward pass over the current chain: everything the candidates' scores reuse."""
+
+    ids: torch.Tensor
+    prompt_len: int
+    start: int  # first scored position
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), batch 1
+    logits: torch.Tensor  # rows prompt_len-1 … T-2
+    norm: torch.Tensor  # their log normalizers (float64)
+    prefix: torch.Tensor  # prefix[k] = Σ scored log-probs of positions prompt_len … prompt_len+k-1
+
+    @property
+    def objective(self) -> float:
+        return float(self.prefix[-1])
 
 
 def scored_from(objective: str, prompt_len: int, n_reasoning: int) -> int:
@@ -130,32 +151,48 @@ class PackedScorer(Scorer):
         self.row_tokens = row_tokens
 
     @torch.inference_mode()
-    def score(self, ids, prompt_len, n_reasoning, candidates):
-        ids, candidates = ids.to(self.device), candidates.to(self.device)
-        total, start = len(ids), scored_from(self.objective_name, prompt_len, n_reasoning)
-        positions = torch.arange(total, device=self.device)
-
-        # Base pass: logit rows prompt_len-1 … T-2, i.e. the predictions of tokens prompt_len … T-1.
+    def base_pass(self, ids: torch.Tensor, prompt_len: int, n_reasoning: int) -> BasePass:
+        """Run the current chain once; keep its KV cache, logit rows and scored prefix sums."""
+        ids = ids.to(self.device)
+        start = scored_from(self.objective_name, prompt_len, n_reasoning)
+        positions = torch.arange(len(ids), device=self.device)
+        # Logit rows prompt_len-1 … T-2 are the predictions of tokens prompt_len … T-1.
         out = self.model(input_ids=ids[None], use_cache=True, logits_to_keep=positions[prompt_len - 1 : -1])
-        base_kv = [(layer.keys, layer.values) for layer in out.cache.layers]
-        rows = out.logits[0]
-        norm = log_normalizer(rows)
-        base = rows.gather(1, ids[prompt_len:, None])[:, 0].double() - norm
-        base = torch.where(positions[prompt_len:] >= start, base, 0.0)
-        prefix = torch.cat([base.new_zeros(1), base.cumsum(0)])
+        logits = out.logits[0]
+        norm = log_normalizer(logits)
+        logprobs = logits.gather(1, ids[prompt_len:, None])[:, 0].double() - norm
+        logprobs = torch.where(positions[prompt_len:] >= start, logprobs, 0.0)
+        return BasePass(
+            ids=ids,
+            prompt_len=prompt_len,
+            start=start,
+            kv=[(layer.keys, layer.values) for layer in out.cache.layers],
+            logits=logits,
+            norm=norm,
+            prefix=torch.cat([logprobs.new_zeros(1), logprobs.cumsum(0)]),
+        )
 
+    @torch.inference_mode()
+    def score_from(self, base: BasePass, candidates: torch.Tensor) -> Scores:
+        """Scores of `candidates` over an existing base pass (its cost is not counted here)."""
+        ids, candidates = base.ids, candidates.to(self.device)
+        total = len(ids)
         # Everything before the deleted token is unchanged; the token after it now follows x[:q],
         # whose prediction is the base row at q-1.
-        deleted = prompt_len + candidates
-        skip = rows[candidates, ids[deleted + 1]].double() - norm[candidates]
-        values = prefix[candidates] + torch.where(deleted + 1 >= start, skip, 0.0)
-
-        tokens, passes = total, 1
+        deleted = base.prompt_len + candidates
+        skip = base.logits[candidates, ids[deleted + 1]].double() - base.norm[candidates]
+        values = base.prefix[candidates] + torch.where(deleted + 1 >= base.start, skip, 0.0)
+        tokens = passes = 0
         for layout in self._layout((total - 2 - deleted).tolist()):
-            values += self._suffixes(ids, deleted, layout, base_kv, start)
+            values += self._suffixes(ids, deleted, layout, base.kv, base.start)
             tokens += len(layout) * max(size for _, size in layout)
             passes += 1
-        return Scores(values.cpu(), tokens=tokens, passes=passes)
+        return Scores(values.cpu(), tokens=tokens, passes=passes, current=base.objective)
+
+    def score(self, ids, prompt_len, n_reasoning, candidates):
+        base = self.base_pass(ids, prompt_len, n_reasoning)
+        scores = self.score_from(base, candidates)
+        return Scores(scores.values, scores.tokens + len(ids), scores.passes + 1, current=base.objective)
 
     def _layout(self, lengths: list[int]) -> list[list[tuple[list[int], int]]]:
         """Forward passes, each a list of rows (candidate indices, packed length) within the budgets.

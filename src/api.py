@@ -9,13 +9,15 @@ print(result.show(0.5))
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from exact import GreedyPruner
+from exact import GreedyPruner, InvalidInstance
+from src.data import BadInput, load_records, select
 from src.models import load_model
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -55,3 +57,18 @@ def build_pruner(cfg: DictConfig, model=None, tokenizer=None) -> GreedyPruner:
 def load_pruner(*overrides: str) -> GreedyPruner:
     """A ready GreedyPruner: the default config (embedded SmolLM2, packed scorer, Joint) plus `overrides`."""
     return build_pruner(compose_config(*overrides))
+
+
+def reasoning_length(pruner: GreedyPruner, record: dict) -> int | None:
+    """Reasoning length in pruner tokens, or None when the record cannot be encoded."""
+    try:
+        return len(pruner.encode(record["question"], record["reasoning"], record["answer"]).reasoning)
+    except InvalidInstance:
+        return None
+
+
+def read_data(cfg: DictConfig, pruner: GreedyPruner) -> Iterator[dict | BadInput]:
+    """The records `cfg.data` selects: its length window and limit applied, bad input passed through."""
+    data = cfg.data
+    items = load_records(data.path, data.format, data.split, data.answer_template, data.id_prefix, data.name)
+    return select(items, lambda record: reasoning_length(pruner, record), data.reasoning_tokens, data.limit)

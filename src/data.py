@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -120,7 +120,6 @@ def load_records(
     split: str = "test",
     answer_template: str = "{answer}",
     id_prefix: str | None = None,
-    limit: int | None = None,
     name: str = "gsm8k",
 ) -> Iterator[dict[str, Any] | BadInput]:
     """Records (or BadInput) from `path`, in file order; `format` is `records` or `gsm8k`.
@@ -131,11 +130,32 @@ def load_records(
         raise ValueError(f"unknown data format {format!r}; expected 'records' or 'gsm8k'")
     prefix = id_prefix if id_prefix is not None else f"{Path(path).stem}-"
     for count, (where, row) in enumerate(_rows(path, split)):
-        if limit is not None and count >= limit:
-            return
         if isinstance(row, BadInput):
             yield row
             continue
         if format == "gsm8k":
             row = gsm8k_record(row, f"{prefix}{count}", answer_template, where, name)
         yield row if isinstance(row, BadInput) else check_record(row, where)
+
+
+def select(
+    items: Iterable[dict[str, Any] | BadInput],
+    n_tokens: Callable[[dict[str, Any]], int | None],
+    window: Sequence[int] | None = None,
+    limit: int | None = None,
+) -> Iterator[dict[str, Any] | BadInput]:
+    """The first `limit` records whose reasoning length (`n_tokens`) lies in `window` = [min, max].
+
+    BadInput passes through for the caller to report. A record whose length cannot be measured
+    (`n_tokens` returns None) passes through too, so that pruning reports why.
+    """
+    taken = 0
+    for item in items:
+        if limit is not None and taken >= limit:
+            return
+        if not isinstance(item, BadInput) and window is not None:
+            n = n_tokens(item)
+            if n is not None and not window[0] <= n <= window[1]:
+                continue
+        taken += not isinstance(item, BadInput)
+        yield item

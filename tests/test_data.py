@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from src.data import BadInput, gsm8k_record, load_records
+from src.data import BadInput, gsm8k_record, load_records, select
 
 SHARED_GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "test.jsonl"
 
@@ -28,9 +28,15 @@ def test_demo_set_is_complete_and_unique():
     assert all("<<" not in r["reasoning"] and r["gold"] for r in records)
 
 
-def test_limit_and_ids():
-    records = list(load_records("demo", "gsm8k", id_prefix="x", limit=3))
-    assert [r["id"] for r in records] == ["x0", "x1", "x2"]
+def test_ids_window_and_limit():
+    records = list(load_records("demo", "gsm8k", id_prefix="x"))
+    assert [r["id"] for r in records[:3]] == ["x0", "x1", "x2"]
+    bad = BadInput("f:1", "broken")
+    items = [records[0], bad, records[1], records[2], records[3]]
+    lengths = {"x0": 10, "x1": 50, "x2": 20, "x3": 30}
+    chosen = list(select(items, lambda r: lengths[r["id"]], window=[15, 40], limit=2))
+    assert chosen == [bad, records[2], records[3]]
+    assert list(select(items, lambda r: None, window=[15, 40], limit=1)) == [records[0]]
 
 
 def write_lines(path: Path, lines: list[bytes]) -> Path:

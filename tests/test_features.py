@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_llama, tiny_qwen2
 
+from conftest import tiny_llama, tiny_qwen2
 from surrogate.features import reasoning_features
 
 

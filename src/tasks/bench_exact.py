@@ -16,35 +16,23 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from exact import GreedyPruner, InvalidInstance
-from src.api import build_pruner, setup_runtime
-from src.data import DEMO, BadInput, load_records
+from exact import GreedyPruner
+from src.api import build_pruner, read_data, reasoning_length, setup_runtime
+from src.data import DEMO, BadInput
 from src.models import load_model
 
 log = logging.getLogger(__name__)
 
 
 def select_chains(pruner: GreedyPruner, cfg: DictConfig) -> list[dict]:
-    """The first `bench.records` records whose reasoning length lies in the configured window."""
-    data, bench = cfg.data, cfg.bench
-    path, shortest = data.path, bench.min_reasoning_tokens
-    if path != DEMO and not Path(path).exists() and bench.fallback_to_demo:
-        log.warning("%s not found; benchmarking the embedded demo set (shorter chains) instead", path)
-        path, shortest = DEMO, 1
-    chosen = []
-    for item in load_records(path, data.format, data.split, data.answer_template, data.id_prefix, None, data.name):
-        if isinstance(item, BadInput):
-            continue
-        try:
-            n = len(pruner.encode(item["question"], item["reasoning"], item["answer"]).reasoning)
-        except InvalidInstance:
-            continue
-        if shortest <= n <= bench.max_reasoning_tokens:
-            chosen.append({**item, "n": n})
-        if len(chosen) == bench.records:
-            break
+    """The records `cfg.data` selects (GSM8K-length chains), or the embedded set when the file is absent."""
+    if cfg.data.path != DEMO and not Path(cfg.data.path).exists() and cfg.bench.fallback_to_demo:
+        log.warning("%s not found; benchmarking the embedded demo set (shorter chains) instead", cfg.data.path)
+        cfg = cfg.copy()
+        cfg.data.path, cfg.data.format, cfg.data.reasoning_tokens = DEMO, "gsm8k", None
+    chosen = [{**r, "n": reasoning_length(pruner, r)} for r in read_data(cfg, pruner) if not isinstance(r, BadInput)]
     if not chosen:
-        raise ValueError(f"no record in {path} has {shortest}-{bench.max_reasoning_tokens} reasoning tokens")
+        raise ValueError(f"no record in {cfg.data.path} has {cfg.data.reasoning_tokens} reasoning tokens")
     return chosen
 
 

@@ -5,25 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from exact import GreedyPruner, InvalidInstance, PruneResult
-from src.api import build_pruner, setup_runtime
-from src.data import BadInput, load_records
+from src.api import build_pruner, read_data, setup_runtime
+from src.data import BadInput
 from src.outputs import RecordWriter
 from src.tracking import start_tracking
 
 log = logging.getLogger(__name__)
-
-
-def read_data(cfg: DictConfig) -> list[dict | BadInput]:
-    data = cfg.data
-    return list(
-        load_records(data.path, data.format, data.split, data.answer_template, data.id_prefix, data.limit, data.name)
-    )
 
 
 def describe(result: PruneResult, keep: float) -> str:
@@ -51,14 +45,14 @@ def advance(bar: tqdm):
 
 
 def prune_records(
-    pruner: GreedyPruner, items: list[dict | BadInput], cfg: DictConfig, writer: RecordWriter, tracker
+    pruner: GreedyPruner, items: Iterable[dict | BadInput], cfg: DictConfig, writer: RecordWriter, tracker
 ) -> dict:
     """Prune every item not yet in `writer`; report and skip bad ones. Returns the run's counts."""
     out = Path(cfg.output_dir)
     counts = {"pruned": 0, "resumed": 0, "skipped": 0}
     seen: set[str] = set()
     progress = cfg.runtime.progress
-    for item in tqdm(items, desc="records", unit="rec", disable=not progress):
+    for item in tqdm(items, desc="records", unit="rec", total=cfg.data.limit, disable=not progress):
         if not isinstance(item, BadInput):
             rid = item["id"]
             if rid in seen:
@@ -122,13 +116,11 @@ def run(cfg: DictConfig) -> dict:
     setup_runtime(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    items = read_data(cfg)
     began = time.perf_counter()
     tracker = start_tracking(cfg, out, "prune")
+    pruner = build_pruner(cfg)
     with RecordWriter(out / "records.jsonl") as writer:
-        todo = [i for i in items if isinstance(i, BadInput) or i["id"] not in writer.done]
-        pruner = build_pruner(cfg) if any(not isinstance(i, BadInput) for i in todo) else None
-        counts = prune_records(pruner, items, cfg, writer, tracker)
+        counts = prune_records(pruner, read_data(cfg, pruner), cfg, writer, tracker)
     summary = {**counts, "records_file": str(out / "records.jsonl"), "wall_s": round(time.perf_counter() - began, 2)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     tracker.summary(summary)
