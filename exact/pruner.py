@@ -17,7 +17,7 @@ from typing import Any
 from exact.greedy import greedy_prune
 from exact.keep import check_keep_fraction, keep_key, kept_indices, n_deletions, pruned_text
 from exact.record import PruneRecord
-from exact.scorers import make_scorer
+from exact.scorers import Scorer, make_scorer
 from exact.sequence import Segments, encode
 
 
@@ -73,15 +73,19 @@ class GreedyPruner:
         model,
         tokenizer,
         objective: str = "joint",
-        scorer: str = "packed",
+        scorer: str | Scorer = "packed",
         scorer_options: dict[str, Any] | None = None,
+        per_step: int = 1,
         system_prompt: str | None = None,
         answer_delimiter: str = "\n",
         max_reasoning_tokens: int | None = None,
         model_name: str | None = None,
     ):
         self.tokenizer = tokenizer
-        self.scorer = make_scorer(scorer, model, objective=objective, **(scorer_options or {}))
+        if isinstance(scorer, str):
+            scorer = make_scorer(scorer, model, objective=objective, **(scorer_options or {}))
+        self.scorer = scorer
+        self.per_step = per_step
         self.system_prompt = system_prompt
         self.answer_delimiter = answer_delimiter
         self.max_reasoning_tokens = max_reasoning_tokens
@@ -114,13 +118,12 @@ class GreedyPruner:
         fractions = [check_keep_fraction(f) for f in keep_fractions]
         segments = self.encode(question, reasoning, answer)
         n = len(segments.reasoning)
-        trace = greedy_prune(
-            self.scorer, segments, n_deletions(n, fractions, prune_to_end), record_scores, on_step=on_step
-        )
+        deletions = n_deletions(n, fractions, prune_to_end)
+        trace = greedy_prune(self.scorer, segments, deletions, record_scores, on_step, self.per_step)
         scored = [self._n_scored(n - d, len(segments.answer)) for d in range(len(trace.step_objective))]
         record = PruneRecord(
             id=id,
-            method="greedy",
+            method="hybrid" if self.scorer.name == "hybrid" else "greedy",
             objective=self.scorer.objective_name,
             pruner=self.model_name,
             n_reasoning_tokens=n,
@@ -132,7 +135,8 @@ class GreedyPruner:
                 keep_key(f): pruned_text(self.tokenizer, segments.reasoning, trace.deletion_order, f) for f in fractions
             },
             cost={
-                "scorer": self.scorer.name,
+                **self.scorer.settings(),
+                "per_step": self.per_step,
                 "wall_s": round(trace.wall_s, 4),
                 "tokens_processed": trace.tokens_processed,
                 "forward_passes": trace.forward_passes,

@@ -93,6 +93,10 @@ class Scorer:
         self.objective_name = objective
         self.token_budget = token_budget
 
+    def settings(self) -> dict:
+        """What a record's `cost` says about how it was scored."""
+        return {"scorer": self.name}
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device

@@ -38,15 +38,31 @@ def compose_config(*overrides: str) -> DictConfig:
 
 
 def build_pruner(cfg: DictConfig, model=None, tokenizer=None) -> GreedyPruner:
-    """A GreedyPruner for `cfg`; loads `cfg.model` unless a model and tokenizer are given."""
+    """A GreedyPruner for `cfg`; loads `cfg.model` unless a model and tokenizer are given.
+
+    `pruner=hybrid` loads the model with eager attention (its features are attention weights) and
+    puts the surrogate shortlist in front of the packed scorer.
+    """
+    hybrid = cfg.pruner.name == "hybrid"
     if model is None:
-        model, tokenizer = load_model(**cfg.model)
+        overrides = {"attn_implementation": "eager"} if hybrid else {}
+        model, tokenizer = load_model(**{**cfg.model, **overrides})
+    options = {k: v for k, v in cfg.scorer.items() if k != "name"}
+    scorer = cfg.scorer.name
+    if hybrid:
+        from surrogate.hybrid import HybridScorer
+        from surrogate.store import load_surrogate
+
+        surrogate, _ = load_surrogate(cfg.pruner.surrogate, cfg.model.path)
+        k = 1 if cfg.pruner.surrogate_only else cfg.pruner.k
+        scorer = HybridScorer(model, surrogate, cfg.pruner.objective, k=k, **options)
     return GreedyPruner(
         model,
         tokenizer,
         objective=cfg.pruner.objective,
-        scorer=cfg.scorer.name,
-        scorer_options={k: v for k, v in cfg.scorer.items() if k != "name"},
+        scorer=scorer,
+        scorer_options=options,
+        per_step=cfg.pruner.per_step,
         system_prompt=cfg.data.system_prompt,
         answer_delimiter=cfg.data.answer_delimiter,
         max_reasoning_tokens=cfg.data.max_reasoning_tokens,

@@ -10,6 +10,8 @@ from omegaconf import DictConfig
 TASKS = {
     "prune": "src.tasks.prune",
     "bench_exact": "src.tasks.bench_exact",
+    "train_surrogate": "src.tasks.train_surrogate",
+    "eval_surrogate": "src.tasks.eval_surrogate",
 }
 
 

@@ -41,7 +41,7 @@ def test_record_schema(pruner):
     assert len(row["step_objective"]) == len(row["step_perplexity"]) == deletions + 1
     assert set(row["pruned"]) == {"0.9", "0.5"} and len(row["pruned"]["0.5"]) == n // 2
     assert [len(s) for s in row["step_scores"]] == list(range(n, n - deletions, -1))
-    assert set(row["cost"]) == {"scorer", "wall_s", "tokens_processed", "forward_passes"}
+    assert set(row["cost"]) == {"scorer", "per_step", "wall_s", "tokens_processed", "forward_passes"}
     assert row["gold"] == "7" and row["meta"] == {"src": "t"} and row["question"] == QUESTION
     assert PruneRecord.from_json(row).to_json() == row
 

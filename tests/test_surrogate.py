@@ -1,0 +1,109 @@
+"""The surrogate pipeline on a tiny model: label, train (Lightning), evaluate, and prune with the hybrid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_llama
+from exact import GreedyPruner
+from exact.scorers import PackedScorer
+from src.api import compose_config
+from src.run import run_task
+from surrogate.hybrid import HybridScorer
+from surrogate.models import Surrogate
+from surrogate.store import load_surrogate
+
+REASONINGS = ["3 + 4 = 7, so 7 pens.", "2 * 5 = 10 apples.", "9 - 3 = 6 left.", "8 / 2 = 4 each.", "1 + 1 = 2 cats."]
+
+
+@pytest.fixture(scope="module")
+def labels(tmp_path_factory, tiny_model_dir) -> Path:
+    """A labelling run (exact greedy with record_scores) over five tiny records."""
+    root = tmp_path_factory.mktemp("labels")
+    data = root / "chains.jsonl"
+    rows = [
+        {"id": f"r{i}", "question": "How many?", "reasoning": r, "answer": str(i)} for i, r in enumerate(REASONINGS)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = compose_config(
+        "+experiment=label", "model=hf", f"model.path={tiny_model_dir}", "data=jsonl", f"data.path={data}",
+        "data.reasoning_tokens=null", f"output_dir={root / 'run'}", "logger=none", "runtime.progress=false",
+    )  # fmt: skip
+    assert run_task(cfg)["pruned"] == 5
+    return root / "run" / "records.jsonl"
+
+
+def surrogate_overrides(tiny_model_dir: str, labels: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "model=hf", f"model.path={tiny_model_dir}", "data=jsonl", "data.path=unused", f"surrogate.labels={labels}",
+        f"surrogate.feature_cache={out / 'features'}", f"output_dir={out}", "logger=none", "runtime.progress=false",
+        "surrogate.max_steps=6", "surrogate.val_every_steps=2", "surrogate.groups_per_batch=4", "surrogate.hidden=16",
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["mlp", "linear"])
+def test_train_and_evaluate_a_surrogate(tmp_path, tiny_model_dir, labels, kind):
+    out = tmp_path / "train"
+    overrides = surrogate_overrides(tiny_model_dir, labels, out, f"surrogate={kind}")
+    report = run_task(compose_config("+experiment=train_surrogate", *overrides))
+    assert report["records"] == {"train": 4, "val": 1} and report["kind"] == kind
+    assert -1 <= report["val"]["pearson"] <= 1 and 0 <= report["val"]["recall@16"] <= 1
+    assert list((out / "checkpoints").glob("*.ckpt")) and any((out / "features").rglob("*.pt"))
+
+    surrogate, meta = load_surrogate(str(out / "surrogate.pt"), tiny_model_dir)
+    assert meta["kind"] == kind and surrogate.config["kind"] == kind
+
+    evaluated = run_task(
+        compose_config(
+            "+experiment=eval_surrogate",
+            *overrides,
+            f"evaluate.surrogate={out / 'surrogate.pt'}",
+            f"evaluate.labels={labels}",
+            f"output_dir={tmp_path / 'eval'}",
+        )  # fmt: skip
+    )
+    assert evaluated["records"] == 5 and set(evaluated) >= {"pearson", "spearman", "recall@1", "recall@8"}
+
+
+def test_checkpoint_round_trip_and_wrong_model(tmp_path):
+    surrogate = Surrogate(12, "mlp", hidden=8)
+    surrogate.fit_normalizer(torch.rand(50, 12))
+    surrogate.save(tmp_path / "s.pt", meta={"pruner": "model-a"})
+    loaded, meta = load_surrogate(str(tmp_path / "s.pt"), "model-a")
+    x = torch.rand(7, 12)
+    assert torch.equal(loaded(x), surrogate.eval()(x)) and meta == {"pruner": "model-a"}
+    with pytest.raises(ValueError, match="trained on the attention of 'model-a', not of 'model-b'"):
+        load_surrogate(str(tmp_path / "s.pt"), "model-b")
+
+
+def test_hybrid_with_every_candidate_is_exact_greedy(tokenizer):
+    model = tiny_llama(vocab_size=len(tokenizer), attn="eager")
+    n_features = model.config.num_hidden_layers * model.config.num_attention_heads
+    surrogate = Surrogate(n_features, "mlp", hidden=8)
+    question, reasoning, answer = "How many?", "12 + 30 = 42 apples in all.", "42"
+    exact = GreedyPruner(model, tokenizer, scorer=PackedScorer(model, row_tokens=16, token_budget=48))
+    expected = exact.prune(question, reasoning, answer, keep_fractions=[0.3], record_scores=True).record
+    hybrid = GreedyPruner(
+        model, tokenizer, scorer=HybridScorer(model, surrogate, k=10_000, row_tokens=16, token_budget=48)
+    )
+    got = hybrid.prune(question, reasoning, answer, keep_fractions=[0.3], record_scores=True).record
+    assert got.method == "hybrid" and got.cost["shortlist_k"] == 10_000
+    assert got.deletion_order == expected.deletion_order
+    assert got.step_objective == expected.step_objective and got.step_scores == expected.step_scores
+
+
+def test_small_shortlists_verify_only_k_candidates(tokenizer):
+    model = tiny_llama(vocab_size=len(tokenizer), attn="eager")
+    surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "linear")
+    pruner = GreedyPruner(model, tokenizer, scorer=HybridScorer(model, surrogate, k=3))
+    record = pruner.prune("q", "a long enough chain of thought", "x", keep_fractions=[0.5], record_scores=True).record
+    # three chains verified per step (a run of identical neighbours shares one chain and one score)
+    assert all(len({score for _, score in step}) == 3 for step in record.step_scores)
+    assert all(v is not None for v in record.step_objective)
+    for step, chosen in zip(record.step_scores, record.deletion_order):
+        assert chosen == max(step, key=lambda pair: pair[1])[0]
