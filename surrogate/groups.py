@@ -47,8 +47,8 @@ def step_features(pruner: GreedyPruner, record: dict) -> list[torch.Tensor]:
     segments = pruner.encode(record["question"], record["reasoning"], record["answer"])
     if len(segments.reasoning) != record["n_reasoning_tokens"]:
         raise ValueError(
-            f"record {record['id']!r}: reasoning has {len(segments.reasoning)} tokens under this pruner and "
-            f"prompt, but was labelled with {record['n_reasoning_tokens']}; use the labelling run's model and data config"
+            f"record {record['id']!r}: reasoning has {len(segments.reasoning)} tokens under this pruner and prompt, "
+            f"but was labelled with {record['n_reasoning_tokens']}; use the labelling run's model and data config"
         )
     model, kept, out = pruner.scorer.model, list(range(len(segments.reasoning))), []
     for step in range(len(record["step_scores"])):
