@@ -16,7 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from exact import GreedyPruner, InvalidInstance
+from exact import GreedyPruner, InvalidInstance, Scorer, make_scorer
 from src.data import BadInput, load_records, select
 from src.models import load_model
 
@@ -37,31 +37,32 @@ def compose_config(*overrides: str) -> DictConfig:
         return compose(config_name="config", overrides=list(overrides))
 
 
-def build_pruner(cfg: DictConfig, model=None, tokenizer=None) -> GreedyPruner:
+def build_scorer(cfg: DictConfig, model) -> Scorer:
+    """The scorer `cfg` asks for; `pruner=hybrid` puts its surrogate's shortlist in front of the packed scorer."""
+    options = {k: v for k, v in cfg.scorer.items() if k != "name"}
+    if cfg.pruner.name != "hybrid":
+        return make_scorer(cfg.scorer.name, model, cfg.pruner.objective, **options)
+    from surrogate.hybrid import HybridScorer
+    from surrogate.store import load_surrogate
+
+    surrogate, _ = load_surrogate(cfg.pruner.surrogate, cfg.model.path)
+    k = 1 if cfg.pruner.surrogate_only else cfg.pruner.k
+    return HybridScorer(model, surrogate, cfg.pruner.objective, k=k, **options)
+
+
+def build_pruner(cfg: DictConfig, model=None, tokenizer=None, scorer: Scorer | None = None) -> GreedyPruner:
     """A GreedyPruner for `cfg`; loads `cfg.model` unless a model and tokenizer are given.
 
-    `pruner=hybrid` loads the model with eager attention (its features are attention weights) and
-    puts the surrogate shortlist in front of the packed scorer.
+    `pruner=hybrid` loads the model with eager attention, since its features are attention weights.
     """
-    hybrid = cfg.pruner.name == "hybrid"
     if model is None:
-        overrides = {"attn_implementation": "eager"} if hybrid else {}
+        overrides = {"attn_implementation": "eager"} if cfg.pruner.name == "hybrid" else {}
         model, tokenizer = load_model(**{**cfg.model, **overrides})
-    options = {k: v for k, v in cfg.scorer.items() if k != "name"}
-    scorer = cfg.scorer.name
-    if hybrid:
-        from surrogate.hybrid import HybridScorer
-        from surrogate.store import load_surrogate
-
-        surrogate, _ = load_surrogate(cfg.pruner.surrogate, cfg.model.path)
-        k = 1 if cfg.pruner.surrogate_only else cfg.pruner.k
-        scorer = HybridScorer(model, surrogate, cfg.pruner.objective, k=k, **options)
     return GreedyPruner(
         model,
         tokenizer,
         objective=cfg.pruner.objective,
-        scorer=scorer,
-        scorer_options=options,
+        scorer=scorer or build_scorer(cfg, model),
         per_step=cfg.pruner.per_step,
         system_prompt=cfg.data.system_prompt,
         answer_delimiter=cfg.data.answer_delimiter,

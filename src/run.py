@@ -12,6 +12,7 @@ TASKS = {
     "bench_exact": "src.tasks.bench_exact",
     "train_surrogate": "src.tasks.train_surrogate",
     "eval_surrogate": "src.tasks.eval_surrogate",
+    "bench_hybrid": "src.tasks.bench_hybrid",
 }
 
 

@@ -107,3 +107,24 @@ def test_small_shortlists_verify_only_k_candidates(tokenizer):
     assert all(v is not None for v in record.step_objective)
     for step, chosen in zip(record.step_scores, record.deletion_order):
         assert chosen == max(step, key=lambda pair: pair[1])[0]
+
+
+def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
+    model = tiny_llama()
+    surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "linear")
+    surrogate.save(tmp_path / "s.pt", meta={"pruner": tiny_model_dir, "kind": "linear"})
+    chains = tmp_path / "chains.jsonl"
+    rows = [{"id": f"c{i}", "question": "How many?", "reasoning": r, "answer": "1"} for i, r in enumerate(REASONINGS)]
+    chains.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = compose_config(
+        "+experiment=bench_hybrid", "model=hf", f"model.path={tiny_model_dir}", "data=jsonl", f"data.path={chains}",
+        "data.limit=2", "data.reasoning_tokens=[5,40]", f"pruner.surrogate={tmp_path / 's.pt'}", "bench.ks=[2,1000]",
+        f"output_dir={tmp_path / 'out'}", "runtime.progress=false",
+    )  # fmt: skip
+    report = run_task(cfg)
+    methods = report["methods"]
+    assert set(methods) == {"exact_packed", "hybrid_k2", "hybrid_k1000", "surrogate_only"}
+    assert methods["exact_packed"]["speedup_wall"] == 1.0
+    assert methods["hybrid_k1000"]["jaccard"] == {"0.9": 1.0, "0.7": 1.0, "0.5": 1.0}
+    assert methods["hybrid_k2"]["tokens_processed"] < methods["exact_packed"]["tokens_processed"]
+    assert methods["surrogate_only"]["speedup_tokens"] > methods["hybrid_k2"]["speedup_tokens"]
