@@ -61,9 +61,14 @@ def greedy_prune(
     prompt_len = len(segments.prompt)
     trace = GreedyTrace(step_scores=[] if record_scores else None)
 
-    initial = scorer.objective(segments.with_kept(kept), prompt_len, n)
-    trace.step_objective.append(float(initial.values[0]))
-    trace.tokens_processed, trace.forward_passes = initial.tokens, initial.passes
+    def objective_now() -> float:
+        """J of the current chain by its own pass, when no base pass gave it."""
+        scores = scorer.objective(segments.with_kept(kept), prompt_len, len(kept))
+        trace.tokens_processed += scores.tokens
+        trace.forward_passes += scores.passes
+        return float(scores.values[0])
+
+    trace.step_objective.append(objective_now())
 
     while len(trace.deletion_order) < deletions:
         candidates, same_as = distinct_candidates(segments.reasoning[kept])
@@ -71,7 +76,7 @@ def greedy_prune(
         trace.tokens_processed += scores.tokens
         trace.forward_passes += scores.passes
         if trace.step_objective[-1] is None:
-            trace.step_objective[-1] = scores.current
+            trace.step_objective[-1] = scores.current if scores.current is not None else objective_now()
         if record_scores:
             values = scores.values[same_as]
             trace.step_scores.append([[int(i), float(v)] for i, v in zip(kept, values) if math.isfinite(v)])
@@ -84,9 +89,6 @@ def greedy_prune(
         if on_step is not None:
             on_step(len(trace.deletion_order), deletions)
     if trace.step_objective[-1] is None:
-        final = scorer.objective(segments.with_kept(kept), prompt_len, len(kept))
-        trace.step_objective[-1] = float(final.values[0])
-        trace.tokens_processed += final.tokens
-        trace.forward_passes += final.passes
+        trace.step_objective[-1] = objective_now()
     trace.wall_s = time.perf_counter() - began
     return trace

@@ -93,3 +93,23 @@ def test_recorded_scores_cover_every_kept_token():
 def test_deletion_count_is_checked():
     with pytest.raises(ValueError, match="cannot make 11 deletions from 10"):
         greedy_prune(ConstantScorer(model=None), segments(0), deletions=11)
+
+
+def test_rounds_of_several_deletions():
+    trace = greedy_prune(ConstantScorer(model=None), segments(0, n=7), deletions=7, per_step=3)
+    assert trace.deletion_order == [0, 1, 2, 3, 4, 5, 6]
+    assert [v is None for v in trace.step_objective] == [False, False, True, False, False, True, False, False]
+
+    model = tiny_llama()
+    seg = segments(4, n=9)
+    rounds = greedy_prune(make_scorer("packed", model), seg, deletions=6, per_step=2)
+    single = greedy_prune(make_scorer("packed", model), seg, deletions=1, record_scores=True)
+    best_two = sorted(single.step_scores[0], key=lambda pair: -pair[1])[:2]
+    assert rounds.deletion_order[:2] == [int(i) for i, _ in best_two]
+    assert rounds.step_objective[1] == single.step_objective[1] and rounds.step_objective[2] is not None
+    assert rounds.step_objective[-1] == pytest.approx(
+        make_scorer("naive", model)
+        .objective(seg.with_kept(torch.tensor([i for i in range(9) if i not in rounds.deletion_order])), 6, 3)
+        .values.item(),
+        abs=1e-4,
+    )
