@@ -37,9 +37,14 @@ def compose_config(*overrides: str) -> DictConfig:
         return compose(config_name="config", overrides=list(overrides))
 
 
+def scorer_options(cfg: DictConfig) -> dict:
+    """The scorer group's budgets, as keyword arguments."""
+    return {k: v for k, v in cfg.scorer.items() if k != "name"}
+
+
 def build_scorer(cfg: DictConfig, model) -> Scorer:
     """The scorer `cfg` asks for; `pruner=hybrid` puts its surrogate's shortlist in front of the packed scorer."""
-    options = {k: v for k, v in cfg.scorer.items() if k != "name"}
+    options = scorer_options(cfg)
     if cfg.pruner.name != "hybrid":
         return make_scorer(cfg.scorer.name, model, cfg.pruner.objective, **options)
     from surrogate.hybrid import HybridScorer

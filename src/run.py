@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 TASKS = {
     "prune": "src.tasks.prune",
+    "demo": "src.tasks.demo",
     "bench_exact": "src.tasks.bench_exact",
     "train_surrogate": "src.tasks.train_surrogate",
     "eval_surrogate": "src.tasks.eval_surrogate",

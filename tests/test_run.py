@@ -106,3 +106,22 @@ def test_unknown_task_is_named():
     cfg = compose_config("task=fly", "output_dir=/tmp/unused")
     with pytest.raises(ValueError, match="unknown task 'fly'"):
         run_task(cfg)
+
+
+def test_demo_task_compares_exact_and_hybrid(tmp_path, tiny_model_dir, capsys):
+    from conftest import tiny_llama
+    from surrogate.models import Surrogate
+
+    model = tiny_llama()
+    surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "linear")
+    surrogate.save(tmp_path / "s.pt", meta={"pruner": tiny_model_dir})
+    cfg = compose_config(
+        "+experiment=demo", "model=hf", f"model.path={tiny_model_dir}", "data.limit=2", "logger=none",
+        "runtime.progress=false", f"output_dir={tmp_path / 'run'}", f"demo.surrogate={tmp_path / 's.pt'}",
+        "data.max_reasoning_tokens=200",
+    )  # fmt: skip
+    summary = run_task(cfg)
+    assert summary["pruned"] == 2 and summary["hybrid"]["speedup"] > 0
+    assert len(read_ids(tmp_path / "run" / "hybrid.jsonl")) == 2
+    printed = capsys.readouterr().out
+    assert "before:" in printed and "after:" in printed and "faster" in printed

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from exact import GreedyPruner
 from exact.keep import kept_indices
 from exact.scorers import PackedScorer
-from src.api import build_pruner, setup_runtime
+from src.api import build_pruner, scorer_options, setup_runtime
 from src.models import load_model
 from src.tasks.bench_exact import select_chains
 from surrogate.hybrid import HybridScorer
@@ -68,7 +68,7 @@ def run(cfg: DictConfig) -> dict:
     bench, fractions = cfg.bench, [float(f) for f in cfg.pruner.keep_fractions]
     model, tokenizer = load_model(**{**cfg.model, "attn_implementation": "eager"})
     surrogate, meta = load_surrogate(cfg.pruner.surrogate, cfg.model.path)
-    options = {key: v for key, v in cfg.scorer.items() if key != "name"}
+    options = scorer_options(cfg)
     exact = build_pruner(cfg, model, tokenizer, PackedScorer(model, cfg.pruner.objective, **options))
     chains = select_chains(exact, cfg)
 
