@@ -66,7 +66,11 @@ class PruneResult:
 
 
 class GreedyPruner:
-    """Exact greedy pruning of reasoning chains with a causal LM (DESIGN.md §1–3)."""
+    """Greedy pruning of reasoning chains with a causal LM (DESIGN.md §1–3).
+
+    `scorer` is a name (`packed`, `naive`: exact greedy, built with `objective` and `scorer_options`)
+    or a ready Scorer, such as the surrogate's hybrid, which brings its own objective.
+    """
 
     def __init__(
         self,
