@@ -41,4 +41,7 @@ def test_bench_exact_reports_both_scorers(tmp_path, tiny_model_dir):
     assert report["identical_deletion_orders"] is True
     assert report["candidate_gap_nats"]["max"] < 1e-4 and report["candidate_gap_nats"]["candidates"] > 0
     assert report["naive_over_packed_tokens"] > 1
+    reference = report["first_step_max_gap_nats"]
+    assert reference["record"] == "r0" and reference["naive64_vs_packed64"] < 1e-9
+    assert reference["naive32_vs_float64"] < 1e-4 and reference["packed32_vs_float64"] < 1e-4
     assert set(report["forward_tokens_per_s"]) == {"1", "2"} and report["packed_fraction_of_ceiling"] > 0

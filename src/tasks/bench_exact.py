@@ -6,6 +6,7 @@ model's plain forward throughput (logits and log-softmax included) is measured a
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import platform
@@ -16,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from exact import GreedyPruner
+from exact import GreedyPruner, make_scorer
 from src.api import build_pruner, read_data, reasoning_length, setup_runtime
 from src.data import DEMO, BadInput
 from src.models import load_model
@@ -70,6 +71,28 @@ def candidate_gaps(naive: list, packed: list) -> dict:
     return {"candidates": len(gaps), "max": max(gaps), "mean": sum(gaps) / len(gaps)}
 
 
+def float64_reference(model, pruner: GreedyPruner, chain: dict, fp32: dict[str, list]) -> dict:
+    """First-step scores of `chain` by both scorers in float64, against the fp32 scores of the runs.
+
+    Separates the algorithm (naive and packed agree in float64) from fp32 arithmetic.
+    """
+    model64 = copy.deepcopy(model).double()
+    segments = pruner.encode(chain["question"], chain["reasoning"], chain["answer"])
+    n = len(segments.reasoning)
+    ids, candidates = segments.with_kept(torch.arange(n)), torch.arange(n)
+    exact = {
+        name: make_scorer(name, model64, pruner.scorer.objective_name).score(ids, len(segments.prompt), n, candidates)
+        for name in ("naive", "packed")
+    }
+    truth = exact["naive"].values
+    report = {"record": chain["id"], "naive64_vs_packed64": float((exact["packed"].values - truth).abs().max())}
+    for name, step in fp32.items():
+        report[f"{name}32_vs_float64"] = float(
+            (torch.tensor([s for _, s in step], dtype=torch.float64) - truth).abs().max()
+        )
+    return report
+
+
 def run(cfg: DictConfig) -> dict:
     setup_runtime(cfg)
     bench = cfg.bench
@@ -103,6 +126,8 @@ def run(cfg: DictConfig) -> dict:
             "records": results,
         }
 
+    first = {name: r["records"][0].step_scores[0] for name, r in runs.items()}
+    reference = float64_reference(model, pruners["packed"], chains[0], first) if bench.float64_check else None
     ceiling = forward_throughput(
         model, bench.throughput.seq_len, list(bench.throughput.batch_sizes), bench.throughput.repeats
     )
@@ -126,6 +151,7 @@ def run(cfg: DictConfig) -> dict:
         "identical_deletion_orders": all(orders_equal),
         "identical_per_record": orders_equal,
         "candidate_gap_nats": gaps,
+        "first_step_max_gap_nats": reference,
         "forward_tokens_per_s": ceiling,
         "packed_fraction_of_ceiling": round(packed["tokens_per_s"] / max(ceiling.values()), 3),
     }
