@@ -35,34 +35,30 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
     return tok
 
 
-def tiny_llama(vocab_size: int = 128, attn: str = "sdpa", seed: int = 0) -> LlamaForCausalLM:
+TINY = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+)
+
+
+def tiny_model(config_class, model_class, vocab_size: int, attn: str, seed: int):
+    """A randomly initialised two-layer causal LM with grouped-query attention."""
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-    )
+    config = config_class(vocab_size=vocab_size, **TINY)
     config._attn_implementation = attn
-    return LlamaForCausalLM(config).eval()
+    return model_class(config).eval()
+
+
+def tiny_llama(vocab_size: int = 128, attn: str = "sdpa", seed: int = 0) -> LlamaForCausalLM:
+    return tiny_model(LlamaConfig, LlamaForCausalLM, vocab_size, attn, seed)
 
 
 def tiny_qwen2(vocab_size: int = 128, attn: str = "sdpa", seed: int = 0) -> Qwen2ForCausalLM:
-    torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-    )
-    config._attn_implementation = attn
-    return Qwen2ForCausalLM(config).eval()
+    return tiny_model(Qwen2Config, Qwen2ForCausalLM, vocab_size, attn, seed)
 
 
 @pytest.fixture(scope="session")
