@@ -1,17 +1,43 @@
-"""Attention features: for each reasoning token, the mean attention it receives from every later position.
+"""Surrogate features of the reasoning tokens of a chain, computed on the current, already pruned chain.
 
-One number per layer × head (DESIGN.md §4), computed on the current, already pruned chain. Forward
-hooks reduce each layer's attention map to its column means as soon as the layer has run, so the
-T×T maps of all layers are never held at once. The model must use eager attention (sdpa returns no
-weights).
+- `attention` (the paper's set): for each token, the mean attention it receives from every later
+  position, one number per layer × head (DESIGN.md §4). Forward hooks reduce each layer's attention
+  map to its column means as soon as the layer has run, so the T×T maps of all layers are never
+  held at once. The model must use eager attention (sdpa returns no weights).
+- `attention+surprisal`: the same, plus the token's surprisal −log p(token | prefix) and its
+  relative position in the chain. Always reported next to attention-only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
+
+from exact.scorers import BasePass, target_logprobs
+
+FEATURE_SETS = ("attention", "attention+surprisal")
+
+
+@dataclass
+class ChainFeatures:
+    """Raw features of some reasoning tokens: attention (m, L·H), surprisal (m,), relative position (m,)."""
+
+    attention: torch.Tensor
+    surprisal: torch.Tensor
+    position: torch.Tensor
+
+
+def feature_matrix(features: ChainFeatures, feature_set: str) -> torch.Tensor:
+    """The surrogate's input (m, F): log attention means, with surprisal and position when asked."""
+    if feature_set not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {feature_set!r}; expected one of {FEATURE_SETS}")
+    attention = features.attention.float().clamp(min=1e-6).log()
+    if feature_set == "attention":
+        return attention
+    return torch.cat([attention, features.surprisal.float()[:, None], features.position.float()[:, None]], dim=1)
 
 
 def attention_modules(model) -> list[torch.nn.Module]:
@@ -56,9 +82,28 @@ def stack_features(store: dict[int, torch.Tensor], positions: torch.Tensor) -> t
 
 
 @torch.inference_mode()
-def reasoning_features(model, ids: torch.Tensor, prompt_len: int, n_reasoning: int) -> torch.Tensor:
-    """(n_reasoning, layers · heads) features of the reasoning tokens of one chain."""
+def reasoning_features(model, ids: torch.Tensor, prompt_len: int, n_reasoning: int) -> ChainFeatures:
+    """Features of all reasoning tokens of one chain, from one forward pass."""
     device = next(model.parameters()).device
+    ids = ids.to(device)
+    rows = torch.arange(prompt_len - 1, prompt_len + n_reasoning - 1, device=device)
     with recording_received_attention(model) as store:
-        model(input_ids=ids[None].to(device), logits_to_keep=1)
-    return stack_features(store, torch.arange(prompt_len, prompt_len + n_reasoning, device=device))
+        logits = model(input_ids=ids[None], logits_to_keep=rows).logits[0]
+    return ChainFeatures(
+        attention=stack_features(store, rows + 1),
+        surprisal=-target_logprobs(logits, ids[rows + 1]).float().cpu(),
+        position=torch.arange(n_reasoning) / max(n_reasoning - 1, 1),
+    )
+
+
+def candidate_features(
+    store: dict[int, torch.Tensor], base: BasePass, n_reasoning: int, candidates: torch.Tensor
+) -> ChainFeatures:
+    """Features of `candidates` (reasoning positions) from a recorded packed-scorer base pass."""
+    positions = base.prompt_len + candidates
+    surprisal = -(base.logits[candidates, base.ids[positions]].double() - base.norm[candidates])
+    return ChainFeatures(
+        attention=stack_features(store, positions),
+        surprisal=surprisal.float().cpu(),
+        position=candidates.cpu() / max(n_reasoning - 1, 1),
+    )

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from exact import GreedyPruner
-from surrogate.features import reasoning_features
+from surrogate.features import ChainFeatures, feature_matrix, reasoning_features
 
 
 @dataclass
@@ -42,7 +42,7 @@ def model_key(name: str) -> str:
     return hashlib.sha1(name.encode()).hexdigest()[:12]
 
 
-def step_features(pruner: GreedyPruner, record: dict) -> list[torch.Tensor]:
+def step_features(pruner: GreedyPruner, record: dict) -> list[ChainFeatures]:
     """Features of the kept reasoning tokens at every recorded step of `record`."""
     segments = pruner.encode(record["question"], record["reasoning"], record["answer"])
     if len(segments.reasoning) != record["n_reasoning_tokens"]:
@@ -59,9 +59,9 @@ def step_features(pruner: GreedyPruner, record: dict) -> list[torch.Tensor]:
 
 
 def build_groups(
-    records: list[dict], pruner: GreedyPruner, cache_dir: str | Path, progress: bool = True
+    records: list[dict], pruner: GreedyPruner, cache_dir: str | Path, feature_set: str, progress: bool = True
 ) -> list[Group]:
-    """Groups of every step of every record; features from the cache or computed once and cached."""
+    """Groups of every step of every record; raw features come from the cache or are computed once and cached."""
     folder = Path(cache_dir) / model_key(pruner.model_name)
     folder.mkdir(parents=True, exist_ok=True)
     groups = []
@@ -70,14 +70,15 @@ def build_groups(
         key = json.dumps([record["id"], record["reasoning"], record["deletion_order"][:steps]])
         cached = folder / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
         if cached.exists():
-            features = torch.load(cached, weights_only=True)
+            features = [ChainFeatures(**step) for step in torch.load(cached, weights_only=True)]
         else:
             features = step_features(pruner, record)
-            torch.save(features, cached)
-        for step, (x, scores) in enumerate(zip(features, record["step_scores"])):
+            torch.save([vars(step) for step in features], cached)
+        for step, (raw, scores) in enumerate(zip(features, record["step_scores"])):
             index = torch.tensor([int(i) for i, _ in scores])
             kept = sorted(set(range(record["n_reasoning_tokens"])) - set(record["deletion_order"][:step]))
             if index.tolist() != kept:
                 raise ValueError(f"record {record['id']!r} step {step}: scores do not cover the kept tokens")
-            groups.append(Group(record["id"], step, x, torch.tensor([s for _, s in scores], dtype=torch.float64)))
+            labels = torch.tensor([s for _, s in scores], dtype=torch.float64)
+            groups.append(Group(record["id"], step, feature_matrix(raw, feature_set), labels))
     return groups

@@ -13,7 +13,7 @@ import math
 import torch
 
 from exact.scorers import PackedScorer, Scorer, Scores
-from surrogate.features import recording_received_attention, stack_features
+from surrogate.features import candidate_features, feature_matrix, recording_received_attention
 from surrogate.models import Surrogate
 
 
@@ -45,7 +45,8 @@ class HybridScorer(Scorer):
     def score(self, ids, prompt_len, n_reasoning, candidates):
         with recording_received_attention(self.model) as attention:
             base = self.exact.base_pass(ids, prompt_len, n_reasoning)
-        predicted = self.surrogate(stack_features(attention, prompt_len + candidates.to(base.ids.device)))
+        features = candidate_features(attention, base, n_reasoning, candidates.to(base.ids.device))
+        predicted = self.surrogate(feature_matrix(features, self.surrogate.config["feature_set"]))
         shortlist = torch.sort(torch.sort(-predicted, stable=True).indices[: self.k]).values
         verified = self.exact.score_from(base, candidates[shortlist])
         values = torch.full((len(candidates),), -math.inf, dtype=torch.float64)

@@ -1,8 +1,8 @@
-"""Surrogate models: attention features of a candidate -> a score that ranks candidates within a step.
+"""Surrogate models: features of a candidate -> a score that ranks candidates within a step.
 
-`mlp` is the paper's two-layer MLP; `linear` is the AT2-style ablation, one weight per layer × head
-and no bias. Features are log-transformed and standardised with statistics of the training set,
-stored in the model so a checkpoint is self-contained.
+`mlp` is the paper's two-layer MLP; `linear` is the AT2-style ablation, one weight per feature (per
+layer × head) and no bias. Inputs are standardised with statistics of the training set, stored in
+the model with its feature set, so a checkpoint is self-contained.
 """
 
 from __future__ import annotations
@@ -13,18 +13,21 @@ from typing import Any
 import torch
 from torch import nn
 
+from surrogate.features import FEATURE_SETS
+
 KINDS = ("mlp", "linear")
-_FLOOR = 1e-6
 
 
 class Surrogate(nn.Module):
     """Scores candidates from their (layers · heads) attention features; higher = safer to delete."""
 
-    def __init__(self, n_features: int, kind: str = "mlp", hidden: int = 256, log_features: bool = True):
+    def __init__(self, n_features: int, kind: str = "mlp", hidden: int = 256, feature_set: str = "attention"):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown surrogate kind {kind!r}; expected one of {KINDS}")
-        self.config = {"n_features": n_features, "kind": kind, "hidden": hidden, "log_features": log_features}
+        if feature_set not in FEATURE_SETS:
+            raise ValueError(f"unknown feature set {feature_set!r}; expected one of {FEATURE_SETS}")
+        self.config = {"n_features": n_features, "kind": kind, "hidden": hidden, "feature_set": feature_set}
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("std", torch.ones(n_features))
         if kind == "mlp":
@@ -32,17 +35,13 @@ class Surrogate(nn.Module):
         else:
             self.net = nn.Linear(n_features, 1, bias=False)
 
-    def transform(self, features: torch.Tensor) -> torch.Tensor:
-        return features.float().clamp(min=_FLOOR).log() if self.config["log_features"] else features.float()
-
     def fit_normalizer(self, features: torch.Tensor) -> None:
-        """Standardise inputs with the mean and std of (transformed) training features."""
-        x = self.transform(features)
-        self.mean.copy_(x.mean(0))
-        self.std.copy_(x.std(0).clamp(min=1e-6))
+        """Standardise inputs with the mean and std of the training features."""
+        self.mean.copy_(features.float().mean(0))
+        self.std.copy_(features.float().std(0).clamp(min=1e-6))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net((self.transform(features) - self.mean) / self.std).squeeze(-1)
+        return self.net((features.float() - self.mean) / self.std).squeeze(-1)
 
     def save(self, path: str | Path, meta: dict[str, Any]) -> None:
         """Write weights, architecture and `meta` (pruner model, feature set, metrics …) to one file."""

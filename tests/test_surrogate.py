@@ -46,17 +46,20 @@ def surrogate_overrides(tiny_model_dir: str, labels: Path, out: Path, *extra: st
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("kind", ["mlp", "linear"])
-def test_train_and_evaluate_a_surrogate(tmp_path, tiny_model_dir, labels, kind):
+@pytest.mark.parametrize("kind, feature_set", [("mlp", "attention"), ("linear", "attention+surprisal")])
+def test_train_and_evaluate_a_surrogate(tmp_path, tiny_model_dir, labels, kind, feature_set):
     out = tmp_path / "train"
-    overrides = surrogate_overrides(tiny_model_dir, labels, out, f"surrogate={kind}")
+    overrides = surrogate_overrides(
+        tiny_model_dir, labels, out, f"surrogate={kind}", f"surrogate.feature_set={feature_set}"
+    )
     report = run_task(compose_config("+experiment=train_surrogate", *overrides))
     assert report["records"] == {"train": 4, "val": 1} and report["kind"] == kind
+    assert report["feature_set"] == feature_set
     assert -1 <= report["val"]["pearson"] <= 1 and 0 <= report["val"]["recall@16"] <= 1
     assert list((out / "checkpoints").glob("*.ckpt")) and any((out / "features").rglob("*.pt"))
 
     surrogate, meta = load_surrogate(str(out / "surrogate.pt"), tiny_model_dir)
-    assert meta["kind"] == kind and surrogate.config["kind"] == kind
+    assert meta["kind"] == kind and surrogate.config == {**surrogate.config, "kind": kind, "feature_set": feature_set}
 
     evaluated = run_task(
         compose_config(

@@ -21,11 +21,13 @@ def run(cfg: DictConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     surrogate, meta = load_surrogate(cfg.evaluate.surrogate, cfg.model.path)
     pruner = feature_pruner(cfg)
-    groups = build_groups(read_labeled(cfg.evaluate.labels), pruner, cfg.surrogate.feature_cache, cfg.runtime.progress)
+    feature_set = surrogate.config["feature_set"]
+    records = read_labeled(cfg.evaluate.labels)
+    groups = build_groups(records, pruner, cfg.surrogate.feature_cache, feature_set, cfg.runtime.progress)
     report = {
         "surrogate": str(surrogate_path(cfg.evaluate.surrogate, cfg.model.path)),
         "kind": meta.get("kind"),
-        "feature_set": meta.get("feature_set"),
+        "feature_set": feature_set,
         "labels": str(cfg.evaluate.labels),
         "records": len({g.record_id for g in groups}),
         **ranking_metrics(groups, predict(surrogate, groups)),

@@ -42,12 +42,13 @@ def run(cfg: DictConfig) -> dict:
     setup_runtime(cfg)
     spec, out = cfg.surrogate, Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    groups = build_groups(read_labeled(spec.labels), feature_pruner(cfg), spec.feature_cache, cfg.runtime.progress)
+    records = read_labeled(spec.labels)
+    groups = build_groups(records, feature_pruner(cfg), spec.feature_cache, spec.feature_set, cfg.runtime.progress)
     train, val = split_by_record(groups, spec.val_fraction, cfg.runtime.seed)
     if not val:
         raise ValueError(f"{spec.labels} has labels for one record only; validation needs at least two")
 
-    surrogate = Surrogate(train[0].features.shape[1], spec.kind, spec.hidden, spec.log_features)
+    surrogate = Surrogate(train[0].features.shape[1], spec.kind, spec.hidden, spec.feature_set)
     surrogate.fit_normalizer(torch.cat([g.features for g in train]))
     module = SurrogateModule(surrogate, spec.lr, spec.weight_decay, spec.max_steps)
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor="val_pearson", mode="max", save_top_k=1)
@@ -73,7 +74,7 @@ def run(cfg: DictConfig) -> dict:
     report = {
         "pruner": cfg.model.path,
         "kind": spec.kind,
-        "feature_set": "attention",
+        "feature_set": spec.feature_set,
         "labels": str(spec.labels),
         "records": {"train": len({g.record_id for g in train}), "val": len({g.record_id for g in val})},
         "train": ranking_metrics(train, predict(surrogate, train)),
