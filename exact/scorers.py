@@ -48,6 +48,7 @@ class BasePass:
     logits: torch.Tensor  # rows prompt_len-1 … T-2
     norm: torch.Tensor  # their log normalizers (float64)
     prefix: torch.Tensor  # prefix[k] = Σ scored log-probs of positions prompt_len … prompt_len+k-1
+    tokens: int  # tokens this pass ran through the model
 
     @property
     def objective(self) -> float:
@@ -153,15 +154,42 @@ class PackedScorer(Scorer):
         if row_tokens < 1:
             raise ValueError(f"row_tokens must be positive, got {row_tokens}")
         self.row_tokens = row_tokens
+        self._prompt: tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+
+    def _prompt_kv(self, prompt: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+        """KV of the prompt but its last token, run once per prompt (pruning never changes it); and its cost."""
+        if self._prompt is not None and torch.equal(self._prompt[0], prompt):
+            return self._prompt[1], 0
+        kv = []
+        if len(prompt) > 1:
+            out = self.model(input_ids=prompt[None, :-1], use_cache=True, logits_to_keep=1)
+            kv = [(layer.keys, layer.values) for layer in out.cache.layers]
+        self._prompt = (prompt.clone(), kv)
+        return kv, len(prompt) - 1
+
+    def _cache(self, kv: list[tuple[torch.Tensor, torch.Tensor]], batch: int) -> DynamicCache:
+        """A fresh cache holding `kv` for `batch` rows; the tensors it is built from stay untouched."""
+        cache = DynamicCache(config=self.model.config)
+        for layer, (keys, values) in enumerate(kv):
+            cache.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1), layer)
+        return cache
 
     @torch.inference_mode()
     def base_pass(self, ids: torch.Tensor, prompt_len: int, n_reasoning: int) -> BasePass:
-        """Run the current chain once; keep its KV cache, logit rows and scored prefix sums."""
+        """Run the current chain once over the cached prompt; keep its KV cache, logit rows and prefix sums."""
         ids = ids.to(self.device)
         start = scored_from(self.objective_name, prompt_len, n_reasoning)
         positions = torch.arange(len(ids), device=self.device)
+        prompt_kv, prompt_tokens = self._prompt_kv(ids[:prompt_len])
+        tail = positions[prompt_len - 1 :]
         # Logit rows prompt_len-1 … T-2 are the predictions of tokens prompt_len … T-1.
-        out = self.model(input_ids=ids[None], use_cache=True, logits_to_keep=positions[prompt_len - 1 : -1])
+        out = self.model(
+            input_ids=ids[tail][None],
+            position_ids=tail[None],
+            cache=self._cache(prompt_kv, 1),
+            use_cache=True,
+            logits_to_keep=torch.arange(len(tail) - 1, device=self.device),
+        )
         logits = out.logits[0]
         norm = log_normalizer(logits)
         logprobs = logits.gather(1, ids[prompt_len:, None])[:, 0].double() - norm
@@ -174,6 +202,7 @@ class PackedScorer(Scorer):
             logits=logits,
             norm=norm,
             prefix=torch.cat([logprobs.new_zeros(1), logprobs.cumsum(0)]),
+            tokens=len(tail) + prompt_tokens,
         )
 
     @torch.inference_mode()
@@ -196,7 +225,7 @@ class PackedScorer(Scorer):
     def score(self, ids, prompt_len, n_reasoning, candidates):
         base = self.base_pass(ids, prompt_len, n_reasoning)
         scores = self.score_from(base, candidates)
-        return Scores(scores.values, scores.tokens + len(ids), scores.passes + 1, current=base.objective)
+        return Scores(scores.values, scores.tokens + base.tokens, scores.passes + 1, current=base.objective)
 
     def _layout(self, lengths: list[int]) -> list[list[tuple[list[int], int]]]:
         """Forward passes, each a list of rows (candidate indices, packed length) within the budgets.
@@ -250,11 +279,12 @@ class PackedScorer(Scorer):
             )
         dtype = self.model.dtype
         mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
-        cache = DynamicCache(config=self.model.config)
-        for layer, (keys, values) in enumerate(base_kv):
-            cache.update(keys.expand(len(layout), -1, -1, -1), values.expand(len(layout), -1, -1, -1), layer)
         logits = self.model(
-            input_ids=inputs, position_ids=positions, attention_mask=mask[:, None], cache=cache, logits_to_keep=keep
+            input_ids=inputs,
+            position_ids=positions,
+            attention_mask=mask[:, None],
+            cache=self._cache(base_kv, len(layout)),
+            logits_to_keep=keep,
         ).logits
         logprobs = target_logprobs(logits, targets[keep])
         return torch.zeros(len(deleted), dtype=torch.float64, device=device).index_add_(0, owner[keep], logprobs)

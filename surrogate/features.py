@@ -49,11 +49,18 @@ def attention_modules(model) -> list[torch.nn.Module]:
 
 
 def received_from_later(weights: torch.Tensor) -> torch.Tensor:
-    """(…, queries T, keys T) causal attention -> (…, T): mean weight each key gets from the queries after it."""
-    size = weights.shape[-1]
-    later = weights.float().sum(-2) - weights.float().diagonal(dim1=-2, dim2=-1)
-    count = (size - 1 - torch.arange(size, device=weights.device)).clamp(min=1)
-    return later / count
+    """(…, queries, keys) causal attention -> (…, keys): mean weight each key gets from the positions after it.
+
+    The queries are the last positions of the keys (a pass over a cached prefix); the result holds
+    for the keys at or after the first query, whose later positions are all queries.
+    """
+    weights = weights.float()
+    queries, keys = weights.shape[-2:]
+    offset = keys - queries
+    own = torch.zeros_like(weights[..., 0, :])
+    own[..., offset:] = weights.diagonal(offset=offset, dim1=-2, dim2=-1)
+    count = (keys - 1 - torch.arange(keys, device=weights.device)).clamp(min=1)
+    return (weights.sum(-2) - own) / count
 
 
 @contextmanager

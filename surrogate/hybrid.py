@@ -51,4 +51,4 @@ class HybridScorer(Scorer):
         verified = self.exact.score_from(base, candidates[shortlist])
         values = torch.full((len(candidates),), -math.inf, dtype=torch.float64)
         values[shortlist] = verified.values
-        return Scores(values, tokens=len(ids) + verified.tokens, passes=1 + verified.passes, current=base.objective)
+        return Scores(values, tokens=base.tokens + verified.tokens, passes=1 + verified.passes, current=base.objective)

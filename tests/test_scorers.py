@@ -97,3 +97,16 @@ def test_packed_equals_naive_on_cuda():
     naive = NaiveScorer(model, "joint").score(ids, prompt_len, n, candidates)
     packed = PackedScorer(model, "joint", token_budget=64).score(ids, prompt_len, n, candidates)
     assert torch.allclose(naive.values, packed.values, atol=1e-4, rtol=0)
+
+
+def test_cached_prompt_is_reused_only_for_the_same_prompt():
+    model = tiny_llama()
+    first, second = random_chain(21), random_chain(22)
+    scorer = PackedScorer(model, "joint", token_budget=64, row_tokens=32)
+    for ids, prompt_len, n in (first, second, first):
+        candidates = torch.arange(n)
+        reused = scorer.score(ids, prompt_len, n, candidates)
+        fresh = PackedScorer(model, "joint", token_budget=64, row_tokens=32).score(ids, prompt_len, n, candidates)
+        assert torch.allclose(reused.values, fresh.values, atol=1e-5, rtol=0)
+    again = scorer.score(*first, torch.arange(first[2]))
+    assert again.tokens == reused.tokens - (first[1] - 1)  # the prompt pass is paid once per prompt
