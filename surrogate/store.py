@@ -8,7 +8,7 @@ from pathlib import Path
 from surrogate.models import Surrogate
 
 DEFAULT = "default"
-_SHIPPED = {"embedded:smollm2": "smollm2-attention-mlp.pt"}
+_SHIPPED = {"embedded:smollm2": "smollm2-mlp.pt"}
 
 
 def surrogate_path(path: str, pruner_model: str) -> Path:
