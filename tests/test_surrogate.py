@@ -131,3 +131,24 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
     assert methods["hybrid_k1000"]["jaccard"] == {"0.9": 1.0, "0.7": 1.0, "0.5": 1.0}
     assert methods["hybrid_k2"]["tokens_processed"] < methods["exact_packed"]["tokens_processed"]
     assert methods["surrogate_only"]["speedup_tokens"] > methods["hybrid_k2"]["speedup_tokens"]
+
+
+def test_hybrid_pruner_from_config(tmp_path, tiny_model_dir):
+    from src.api import load_pruner
+
+    model = tiny_llama()
+    surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "mlp", hidden=4)
+    surrogate.save(tmp_path / "s.pt", meta={"pruner": tiny_model_dir})
+    common = ("pruner=hybrid", "model=hf", f"model.path={tiny_model_dir}")
+    pruner = load_pruner(*common, f"pruner.surrogate={tmp_path / 's.pt'}", "pruner.k=4")
+    assert pruner.scorer.settings() == {"scorer": "hybrid", "shortlist_k": 4}
+    assert pruner.scorer.model.config._attn_implementation == "eager"
+    assert pruner.prune("q", "one two three", "x").record.method == "hybrid"
+    assert load_pruner(*common, f"pruner.surrogate={tmp_path / 's.pt'}", "pruner.surrogate_only=true").scorer.k == 1
+    with pytest.raises(ValueError, match="no shipped surrogate"):
+        load_pruner(*common)
+
+
+def test_shipped_surrogate_loads_for_the_embedded_model():
+    surrogate, meta = load_surrogate("default", "embedded:smollm2")
+    assert meta["pruner"] == "embedded:smollm2" and surrogate.config["n_features"] == 30 * 9 + 2
