@@ -75,13 +75,13 @@ def run(cfg: DictConfig) -> dict:
     def hybrid(k: int) -> GreedyPruner:
         return build_pruner(cfg, model, tokenizer, HybridScorer(model, surrogate, cfg.pruner.objective, k=k, **options))
 
-    reference = run_method(exact, chains, fractions, "sdpa")
+    reference = run_method("exact_packed", exact, chains, fractions, "sdpa")
     methods = {f"hybrid_k{k}": hybrid(k) for k in bench.ks}
     if bench.surrogate_only:
         methods["surrogate_only"] = hybrid(1)
     results = {"exact_packed": summarise(reference, reference, fractions)}
     for name, pruner in methods.items():
-        results[name] = summarise(run_method(pruner, chains, fractions, "eager"), reference, fractions)
+        results[name] = summarise(run_method(name, pruner, chains, fractions, "eager"), reference, fractions)
 
     report = {
         "model": cfg.model.path,
