@@ -82,6 +82,7 @@ def test_prune_runs_resumes_and_skips_bad_records(tmp_path, tiny_model_dir):
 
     third = run_task(prune_config(tiny_model_dir, data, out, "data.max_reasoning_tokens=30"))
     assert third["pruned"] == 0 and third["resumed"] == 2
+    assert len((out / "skipped.jsonl").read_text().splitlines()) == 4
     assert read_ids(out / "records.jsonl") == ["a", "d"]
     record = json.loads((out / "records.jsonl").read_text().splitlines()[0])
     assert record["gold"] == "4" and record["pruned"]["0.5"]

@@ -116,6 +116,7 @@ def run(cfg: DictConfig) -> dict:
     setup_runtime(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "skipped.jsonl").unlink(missing_ok=True)  # every run reports its bad input afresh
     began = time.perf_counter()
     tracker = start_tracking(cfg, out, "prune")
     pruner = build_pruner(cfg)
