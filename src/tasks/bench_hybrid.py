@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
+from tqdm.auto import tqdm
 
 from exact import GreedyPruner
 from exact.keep import kept_indices
@@ -29,9 +30,13 @@ def jaccard(a: list[int], b: list[int]) -> float:
     return len(a & b) / len(a | b) if a | b else 1.0
 
 
-def run_method(pruner: GreedyPruner, chains: list[dict], fractions: list[float], attn: str) -> list:
+def run_method(name: str, pruner: GreedyPruner, chains: list[dict], fractions: list[float], attn: str) -> list:
+    """Prune every chain with `pruner`, its model switched to `attn` attention; the records."""
     pruner.scorer.model.set_attn_implementation(attn)
-    return [pruner.prune(c["question"], c["reasoning"], c["answer"], fractions, id=c["id"]).record for c in chains]
+    return [
+        pruner.prune(c["question"], c["reasoning"], c["answer"], fractions, id=c["id"]).record
+        for c in tqdm(chains, desc=name, unit="rec")
+    ]
 
 
 def summarise(records: list, reference: list, fractions: list[float]) -> dict:
