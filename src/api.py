@@ -55,14 +55,18 @@ def build_scorer(cfg: DictConfig, model) -> Scorer:
     return HybridScorer(model, surrogate, cfg.pruner.objective, k=k, **options)
 
 
+def load_eager_model(cfg: DictConfig):
+    """(model, tokenizer) of `cfg.model` with eager attention, whose weights the surrogate's features read."""
+    return load_model(**{**cfg.model, "attn_implementation": "eager"})
+
+
 def build_pruner(cfg: DictConfig, model=None, tokenizer=None, scorer: Scorer | None = None) -> GreedyPruner:
     """A GreedyPruner for `cfg`; loads `cfg.model` unless a model and tokenizer are given.
 
     `pruner=hybrid` loads the model with eager attention, since its features are attention weights.
     """
     if model is None:
-        overrides = {"attn_implementation": "eager"} if cfg.pruner.name == "hybrid" else {}
-        model, tokenizer = load_model(**{**cfg.model, **overrides})
+        model, tokenizer = load_eager_model(cfg) if cfg.pruner.name == "hybrid" else load_model(**cfg.model)
     return GreedyPruner(
         model,
         tokenizer,

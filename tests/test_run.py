@@ -126,3 +126,13 @@ def test_demo_task_compares_exact_and_hybrid(tmp_path, tiny_model_dir, capsys):
     assert len(read_ids(tmp_path / "run" / "hybrid.jsonl")) == 2
     printed = capsys.readouterr().out
     assert "before:" in printed and "after:" in printed and "faster" in printed
+
+
+def test_demo_skips_the_hybrid_without_a_surrogate_for_the_model(tmp_path, tiny_model_dir, capsys):
+    cfg = compose_config(
+        "+experiment=demo", "model=hf", f"model.path={tiny_model_dir}", "data.limit=1", "logger=none",
+        "runtime.progress=false", f"output_dir={tmp_path / 'run'}", "data.max_reasoning_tokens=200",
+    )  # fmt: skip
+    summary = run_task(cfg)
+    assert summary["pruned"] == 1 and "hybrid" not in summary
+    assert "Skipping the hybrid comparison: no shipped surrogate" in capsys.readouterr().out

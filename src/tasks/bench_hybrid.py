@@ -18,15 +18,15 @@ from tqdm.auto import tqdm
 from exact import GreedyPruner
 from exact.keep import kept_indices
 from exact.scorers import PackedScorer
-from src.api import build_pruner, scorer_options, setup_runtime
-from src.models import load_model
+from src.api import build_pruner, load_eager_model, scorer_options, setup_runtime
 from src.tasks.bench_exact import select_chains
 from surrogate.hybrid import HybridScorer
 from surrogate.store import load_surrogate
 
 
-def jaccard(a: list[int], b: list[int]) -> float:
-    a, b = set(a), set(b)
+def kept_jaccard(n: int, order: list[int], reference: list[int], keep: float) -> float:
+    """Jaccard overlap of the tokens two deletion orders keep at `keep`."""
+    a, b = set(kept_indices(n, order, keep)), set(kept_indices(n, reference, keep))
     return len(a & b) / len(a | b) if a | b else 1.0
 
 
@@ -52,10 +52,7 @@ def summarise(records: list, reference: list, fractions: list[float]) -> dict:
         "jaccard": {
             f"{f:g}": round(
                 statistics.mean(
-                    jaccard(
-                        kept_indices(r.n_reasoning_tokens, r.deletion_order, f),
-                        kept_indices(e.n_reasoning_tokens, e.deletion_order, f),
-                    )
+                    kept_jaccard(r.n_reasoning_tokens, r.deletion_order, e.deletion_order, f)
                     for r, e in zip(records, reference)
                 ),
                 4,
@@ -71,7 +68,7 @@ def summarise(records: list, reference: list, fractions: list[float]) -> dict:
 def run(cfg: DictConfig) -> dict:
     setup_runtime(cfg)
     bench, fractions = cfg.bench, [float(f) for f in cfg.pruner.keep_fractions]
-    model, tokenizer = load_model(**{**cfg.model, "attn_implementation": "eager"})
+    model, tokenizer = load_eager_model(cfg)
     surrogate, meta = load_surrogate(cfg.pruner.surrogate, cfg.model.path)
     options = scorer_options(cfg)
     exact = build_pruner(cfg, model, tokenizer, PackedScorer(model, cfg.pruner.objective, **options))

@@ -7,27 +7,27 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from exact.keep import kept_indices
-from src.api import build_pruner, scorer_options
-from src.models import load_model
+from src.api import build_pruner, load_eager_model, scorer_options
 from src.outputs import RecordWriter
 from src.tasks import prune
-from src.tasks.bench_hybrid import jaccard
+from src.tasks.bench_hybrid import kept_jaccard
 from surrogate.hybrid import HybridScorer
-from surrogate.store import load_surrogate, surrogate_path
+from surrogate.store import load_surrogate
 
 
 def run(cfg: DictConfig) -> dict:
     summary = prune.run(cfg)
     settings = cfg.demo
-    file = surrogate_path(settings.surrogate, cfg.model.path) if settings.hybrid_k else None
-    if file is None or not file.exists():
-        print("\nNo surrogate for this model: skipping the hybrid comparison.")
+    if not settings.hybrid_k:
+        return summary
+    try:
+        surrogate, _ = load_surrogate(settings.surrogate, cfg.model.path)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"\nSkipping the hybrid comparison: {err}")
         return summary
     out = Path(cfg.output_dir)
     exact = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
-    surrogate, _ = load_surrogate(settings.surrogate, cfg.model.path)
-    model, tokenizer = load_model(**{**cfg.model, "attn_implementation": "eager"})
+    model, tokenizer = load_eager_model(cfg)
     scorer = HybridScorer(model, surrogate, cfg.pruner.objective, k=settings.hybrid_k, **scorer_options(cfg))
     pruner = build_pruner(cfg, model, tokenizer, scorer)
     keep = min(cfg.pruner.keep_fractions)
@@ -39,10 +39,7 @@ def run(cfg: DictConfig) -> dict:
         for record in exact:
             result = pruner.prune(record["question"], record["reasoning"], record["answer"], [keep], id=record["id"])
             writer.write(result.record.to_json())
-            n = record["n_reasoning_tokens"]
-            overlap = jaccard(
-                kept_indices(n, record["deletion_order"], keep), kept_indices(n, result.deletion_order, keep)
-            )
+            overlap = kept_jaccard(record["n_reasoning_tokens"], result.deletion_order, record["deletion_order"], keep)
             rows.append((record["cost"]["wall_s"], result.record.cost["wall_s"], overlap))
             print(
                 f"  {record['id']}: exact {rows[-1][0]:.1f} s, hybrid {rows[-1][1]:.1f} s "

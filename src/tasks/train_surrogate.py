@@ -11,8 +11,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig
 
-from src.api import build_pruner, setup_runtime
-from src.models import load_model
+from src.api import build_pruner, load_eager_model, setup_runtime
 from surrogate.groups import build_groups, read_labeled
 from surrogate.metrics import ranking_metrics
 from surrogate.models import Surrogate
@@ -21,8 +20,7 @@ from surrogate.training import GroupDataModule, SurrogateModule, split_by_record
 
 def feature_pruner(cfg: DictConfig):
     """A pruner whose model runs eager attention, so that attention features can be read."""
-    model, tokenizer = load_model(**{**cfg.model, "attn_implementation": "eager"})
-    return build_pruner(cfg, model, tokenizer)
+    return build_pruner(cfg, *load_eager_model(cfg))
 
 
 def lightning_logger(cfg: DictConfig, out: Path):
