@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 REQUIRED = ("question", "reasoning", "answer")
-DEMO = "demo"
+EMBEDDED = ("demo", "easy")  # word problems written for this project, shipped in src/data/
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 
 
@@ -91,13 +91,15 @@ def gsm8k_record(
     }
 
 
-def _rows(path: str, split: str) -> Iterator[tuple[str, dict[str, Any] | BadInput]]:
-    """(location, row) from the embedded demo set, a local JSONL file, or a hub dataset."""
-    if path == DEMO:
-        source = resources.files("src") / "data" / "demo.jsonl"
+def source_rows(
+    path: str, split: str = "test", config: str | None = None
+) -> Iterator[tuple[str, dict[str, Any] | BadInput]]:
+    """(location, row) from an embedded set (`demo`, `easy`), a local JSONL file, or a hub dataset."""
+    if path in EMBEDDED:
+        source = resources.files("src") / "data" / f"{path}.jsonl"
         with resources.as_file(source) as local:
             for lineno, row in read_jsonl(local):
-                yield f"demo.jsonl:{lineno}", row
+                yield f"{path}.jsonl:{lineno}", row
         return
     if Path(path).exists():
         for lineno, row in read_jsonl(path):
@@ -109,7 +111,6 @@ def _rows(path: str, split: str) -> Iterator[tuple[str, dict[str, Any] | BadInpu
         raise FileNotFoundError(
             f"{path} is not a local file; to read a hub dataset, install the [hub] extra (datasets)"
         ) from None
-    config = "main" if "gsm8k" in path.lower() else None
     for index, row in enumerate(datasets.load_dataset(path, config, split=split)):
         yield f"{path}[{split}]:{index}", dict(row)
 
@@ -129,7 +130,8 @@ def load_records(
     if format not in ("records", "gsm8k"):
         raise ValueError(f"unknown data format {format!r}; expected 'records' or 'gsm8k'")
     prefix = id_prefix if id_prefix is not None else f"{Path(path).stem}-"
-    for count, (where, row) in enumerate(_rows(path, split)):
+    config = "main" if "gsm8k" in path.lower() else None
+    for count, (where, row) in enumerate(source_rows(path, split, config)):
         if isinstance(row, BadInput):
             yield row
             continue
@@ -140,22 +142,20 @@ def load_records(
 
 def select(
     items: Iterable[dict[str, Any] | BadInput],
-    n_tokens: Callable[[dict[str, Any]], int | None],
+    n_tokens: Callable[[dict[str, Any]], int],
     window: Sequence[int] | None = None,
     limit: int | None = None,
 ) -> Iterator[dict[str, Any] | BadInput]:
     """The first `limit` records whose reasoning length (`n_tokens`) lies in `window` = [min, max].
 
-    BadInput passes through for the caller to report. A record whose length cannot be measured
-    (`n_tokens` returns None) passes through too, so that pruning reports why.
+    BadInput passes through for the caller to report.
     """
     taken = 0
     for item in items:
         if limit is not None and taken >= limit:
             return
         if not isinstance(item, BadInput) and window is not None:
-            n = n_tokens(item)
-            if n is not None and not window[0] <= n <= window[1]:
+            if not window[0] <= n_tokens(item) <= window[1]:
                 continue
         taken += not isinstance(item, BadInput)
         yield item

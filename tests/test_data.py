@@ -36,7 +36,6 @@ def test_ids_window_and_limit():
     lengths = {"x0": 10, "x1": 50, "x2": 20, "x3": 30}
     chosen = list(select(items, lambda r: lengths[r["id"]], window=[15, 40], limit=2))
     assert chosen == [bad, records[2], records[3]]
-    assert list(select(items, lambda r: None, window=[15, 40], limit=1)) == [records[0]]
 
 
 def write_lines(path: Path, lines: list[bytes]) -> Path:

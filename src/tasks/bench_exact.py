@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from exact import GreedyPruner, make_scorer
 from src.api import build_pruner, read_data, reasoning_length, setup_runtime
-from src.data import DEMO, BadInput
+from src.data import EMBEDDED, BadInput
 from src.models import load_model
 
 log = logging.getLogger(__name__)
@@ -27,10 +27,10 @@ log = logging.getLogger(__name__)
 
 def select_chains(pruner: GreedyPruner, cfg: DictConfig) -> list[dict]:
     """The records `cfg.data` selects (GSM8K-length chains), or the embedded set when the file is absent."""
-    if cfg.data.path != DEMO and not Path(cfg.data.path).exists() and cfg.bench.fallback_to_demo:
+    if cfg.data.path not in EMBEDDED and not Path(cfg.data.path).exists() and cfg.bench.fallback_to_demo:
         log.warning("%s not found; benchmarking the embedded demo set (shorter chains) instead", cfg.data.path)
         cfg = cfg.copy()
-        cfg.data.path, cfg.data.format, cfg.data.reasoning_tokens = DEMO, "gsm8k", None
+        cfg.data.path, cfg.data.format, cfg.data.reasoning_tokens = "demo", "gsm8k", None
     chosen = [{**r, "n": reasoning_length(pruner, r)} for r in read_data(cfg, pruner) if not isinstance(r, BadInput)]
     if not chosen:
         raise ValueError(f"no record in {cfg.data.path} has {cfg.data.reasoning_tokens} reasoning tokens")
