@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-import torch
-
 
 def check_keep_fraction(keep: float) -> float:
     """Return `keep` as a float, or raise if it is outside (0, 1]."""
@@ -43,9 +41,3 @@ def kept_indices(n: int, deletion_order: Sequence[int], keep: float) -> list[int
 def keep_key(keep: float) -> str:
     """The JSON key of a keep fraction in a record's `pruned` map: 0.5 -> "0.5"."""
     return f"{check_keep_fraction(keep):g}"
-
-
-def pruned_text(tokenizer, reasoning_ids: torch.Tensor, deletion_order: Sequence[int], keep: float) -> str:
-    """The reasoning text left at `keep`."""
-    kept = kept_indices(len(reasoning_ids), deletion_order, keep)
-    return tokenizer.decode(reasoning_ids[kept].tolist(), clean_up_tokenization_spaces=False)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exact.greedy import greedy_prune
-from exact.keep import check_keep_fraction, keep_key, kept_indices, n_deletions, pruned_text
+from exact.keep import check_keep_fraction, keep_key, kept_indices, n_deletions
 from exact.record import PruneRecord
 from exact.scorers import Scorer, make_scorer
 from exact.sequence import Segments, encode
@@ -30,8 +30,7 @@ class PruneResult:
     """One pruned instance: the output record, plus what is needed to render it at any keep fraction."""
 
     record: PruneRecord
-    segments: Segments
-    tokenizer: Any
+    render: Callable[[list[int]], str]  # kept unit indices -> reasoning text
 
     @property
     def deletion_order(self) -> list[int]:
@@ -43,7 +42,7 @@ class PruneResult:
 
     def at(self, keep: float) -> str:
         """The pruned reasoning text at `keep`."""
-        return pruned_text(self.tokenizer, self.segments.reasoning, self.deletion_order, keep)
+        return self.render(kept_indices(len(self.tokens), self.deletion_order, keep))
 
     def deleted(self, keep: float) -> set[int]:
         kept = set(kept_indices(len(self.tokens), self.deletion_order, keep))
@@ -63,6 +62,30 @@ class PruneResult:
             for i, t in enumerate(self.tokens)
         )
         return f"<div><strong>keep {keep:g}</strong><pre style='white-space:pre-wrap'>{body}</pre></div>"
+
+
+def encode_instance(
+    tokenizer,
+    question: str,
+    reasoning: str,
+    answer: str,
+    system_prompt: str | None = None,
+    answer_delimiter: str = "\n",
+    max_reasoning_tokens: int | None = None,
+) -> Segments:
+    """The instance's token segments, or InvalidInstance when the reasoning is empty or too long."""
+    segments = encode(tokenizer, question, reasoning, answer, system_prompt, answer_delimiter)
+    n = len(segments.reasoning)
+    if n == 0:
+        raise InvalidInstance("reasoning is empty after tokenization")
+    if max_reasoning_tokens is not None and n > max_reasoning_tokens:
+        raise InvalidInstance(f"reasoning has {n} tokens, more than max_reasoning_tokens={max_reasoning_tokens}")
+    return segments
+
+
+def token_renderer(tokenizer, reasoning_ids) -> Callable[[list[int]], str]:
+    """Kept token indices -> the decoded reasoning text."""
+    return lambda kept: tokenizer.decode(reasoning_ids[kept].tolist(), clean_up_tokenization_spaces=False)
 
 
 class GreedyPruner:
@@ -96,15 +119,15 @@ class GreedyPruner:
         self.model_name = model_name or getattr(model, "name_or_path", type(model).__name__)
 
     def encode(self, question: str, reasoning: str, answer: str) -> Segments:
-        segments = encode(self.tokenizer, question, reasoning, answer, self.system_prompt, self.answer_delimiter)
-        n = len(segments.reasoning)
-        if n == 0:
-            raise InvalidInstance("reasoning is empty after tokenization")
-        if self.max_reasoning_tokens is not None and n > self.max_reasoning_tokens:
-            raise InvalidInstance(
-                f"reasoning has {n} tokens, more than max_reasoning_tokens={self.max_reasoning_tokens}"
-            )
-        return segments
+        return encode_instance(
+            self.tokenizer,
+            question,
+            reasoning,
+            answer,
+            self.system_prompt,
+            self.answer_delimiter,
+            self.max_reasoning_tokens,
+        )
 
     def prune(
         self,
@@ -123,6 +146,7 @@ class GreedyPruner:
         segments = self.encode(question, reasoning, answer)
         n = len(segments.reasoning)
         deletions = n_deletions(n, fractions, prune_to_end)
+        render = token_renderer(self.tokenizer, segments.reasoning)
         trace = greedy_prune(self.scorer, segments, deletions, record_scores, on_step, self.per_step)
         scored = [self._n_scored(n - d, len(segments.answer)) for d in range(len(trace.step_objective))]
         record = PruneRecord(
@@ -135,9 +159,7 @@ class GreedyPruner:
             deletion_order=trace.deletion_order,
             step_objective=trace.step_objective,
             step_perplexity=[None if j is None else math.exp(-j / k) for j, k in zip(trace.step_objective, scored)],
-            pruned={
-                keep_key(f): pruned_text(self.tokenizer, segments.reasoning, trace.deletion_order, f) for f in fractions
-            },
+            pruned={keep_key(f): render(kept_indices(n, trace.deletion_order, f)) for f in fractions},
             cost={
                 **self.scorer.settings(),
                 "per_step": self.per_step,
@@ -148,7 +170,7 @@ class GreedyPruner:
             step_scores=trace.step_scores,
             extra={"question": question, "reasoning": reasoning, "answer": answer, **(extra or {})},
         )
-        return PruneResult(record, segments, self.tokenizer)
+        return PruneResult(record, render)
 
     def _n_scored(self, n_reasoning: int, n_answer: int) -> int:
         return n_answer + (n_reasoning if self.scorer.objective_name == "joint" else 0)

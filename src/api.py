@@ -16,7 +16,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from exact import GreedyPruner, InvalidInstance, Scorer, make_scorer
+from exact import GreedyPruner, Scorer, make_scorer
+from src.baselines import BASELINES, build_baseline
 from src.data import BadInput, load_records, select
 from src.models import load_model
 
@@ -60,11 +61,13 @@ def load_eager_model(cfg: DictConfig):
     return load_model(**{**cfg.model, "attn_implementation": "eager"})
 
 
-def build_pruner(cfg: DictConfig, model=None, tokenizer=None, scorer: Scorer | None = None) -> GreedyPruner:
-    """A GreedyPruner for `cfg`; loads `cfg.model` unless a model and tokenizer are given.
+def build_pruner(cfg: DictConfig, model=None, tokenizer=None, scorer: Scorer | None = None):
+    """The pruner `cfg.pruner` names (greedy, hybrid or a baseline); loads `cfg.model` unless one is given.
 
-    `pruner=hybrid` loads the model with eager attention, since its features are attention weights.
+    `pruner=hybrid` and `pruner=h2o` load the model with eager attention: they read attention weights.
     """
+    if cfg.pruner.name in BASELINES:
+        return build_baseline(cfg, model, tokenizer)
     if model is None:
         model, tokenizer = load_eager_model(cfg) if cfg.pruner.name == "hybrid" else load_model(**cfg.model)
     return GreedyPruner(
@@ -85,15 +88,12 @@ def load_pruner(*overrides: str) -> GreedyPruner:
     return build_pruner(compose_config(*overrides))
 
 
-def reasoning_length(pruner: GreedyPruner, record: dict) -> int | None:
-    """Reasoning length in pruner tokens, or None when the record cannot be encoded."""
-    try:
-        return len(pruner.encode(record["question"], record["reasoning"], record["answer"]).reasoning)
-    except InvalidInstance:
-        return None
+def reasoning_length(pruner, record: dict) -> int:
+    """Reasoning length in the pruner's tokens (for TokenSkip: its classifier's tokens)."""
+    return len(pruner.tokenizer(record["reasoning"], add_special_tokens=False)["input_ids"])
 
 
-def read_data(cfg: DictConfig, pruner: GreedyPruner) -> Iterator[dict | BadInput]:
+def read_data(cfg: DictConfig, pruner) -> Iterator[dict | BadInput]:
     """The records `cfg.data` selects: its length window and limit applied, bad input passed through."""
     data = cfg.data
     items = load_records(data.path, data.format, data.split, data.answer_template, data.id_prefix, data.name)

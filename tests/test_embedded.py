@@ -27,7 +27,7 @@ def test_embedded_model_prunes_one_short_record():
     assert record.step_objective[0] < 0 and record.pruned["0.7"] == result.at(0.7)
 
     # The first step's packed scores match the naive reference on the real model.
-    segments = result.segments
+    segments = pruner.encode(question, reasoning, '{"answer": 8}')
     kept = torch.arange(len(segments.reasoning))
     candidates = torch.arange(len(kept))
     ids = segments.with_kept(kept)

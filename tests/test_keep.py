@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from exact.keep import check_keep_fraction, keep_key, kept_indices, n_deletions, n_kept, pruned_text
+from exact.keep import check_keep_fraction, keep_key, kept_indices, n_deletions, n_kept
+from exact.pruner import token_renderer
 
 
 def test_n_kept_is_floor_and_robust_to_float_error():
@@ -42,4 +43,5 @@ def test_kept_indices_are_prefixes_of_one_order():
 def test_keys_and_text(tokenizer):
     assert keep_key(0.5) == "0.5" and keep_key(1) == "1"
     ids = torch.tensor(tokenizer("abcde", add_special_tokens=False)["input_ids"])
-    assert pruned_text(tokenizer, ids, [4, 0, 2, 1], 0.6) == "bcd"
+    render = token_renderer(tokenizer, ids)
+    assert render(kept_indices(5, [4, 0, 2, 1], 0.6)) == "bcd"

@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from exact import GreedyPruner, InvalidInstance, PruneResult
+from exact import InvalidInstance, PruneResult
 from src.api import build_pruner, read_data, setup_runtime
 from src.data import BadInput
 from src.outputs import RecordWriter
@@ -24,10 +24,12 @@ def describe(result: PruneResult, keep: float) -> str:
     """Before and after, with a one-line summary: tokens, objective drop, time."""
     r = result.record
     kept = r.n_reasoning_tokens - len(result.deleted(keep))
-    drop = r.step_objective[-1] - r.step_objective[0]
+    objective = ""
+    if r.step_objective:
+        first, last = r.step_objective[0], r.step_objective[-1]
+        objective = f" · J {first:.2f} → {last:.2f} nats ({last - first:+.2f})"
     return (
-        f"\n── {r.id} · {r.n_reasoning_tokens} → {kept} tokens · J {r.step_objective[0]:.2f} → "
-        f"{r.step_objective[-1]:.2f} nats ({drop:+.2f}) · {r.cost['wall_s']:.1f} s\n"
+        f"\n── {r.id} · {r.method} · {r.n_reasoning_tokens} → {kept} units{objective} · {r.cost['wall_s']:.1f} s\n"
         f"before: {result.at(1.0)}\n"
         f"after:  {result.at(keep)}\n"
         f"marked: {result.show(keep)}"
@@ -44,9 +46,7 @@ def advance(bar: tqdm):
     return on_step
 
 
-def prune_records(
-    pruner: GreedyPruner, items: Iterable[dict | BadInput], cfg: DictConfig, writer: RecordWriter, tracker
-) -> dict:
+def prune_records(pruner, items: Iterable[dict | BadInput], cfg: DictConfig, writer: RecordWriter, tracker) -> dict:
     """Prune every item not yet in `writer`; report and skip bad ones. Returns the run's counts."""
     out = Path(cfg.output_dir)
     counts = {"pruned": 0, "resumed": 0, "skipped": 0}
@@ -98,18 +98,19 @@ def _skip(out: Path, bad: BadInput, counts: dict) -> None:
 
 def _log_record(tracker, result: PruneResult) -> None:
     r = result.record
-    tracker.log(
-        {
-            "record/n_reasoning_tokens": r.n_reasoning_tokens,
-            "record/deletions": len(r.deletion_order),
-            "record/objective_start": r.step_objective[0],
-            "record/objective_end": r.step_objective[-1],
-            "record/objective_drop": r.step_objective[0] - r.step_objective[-1],
-            "record/wall_s": r.cost["wall_s"],
-            "record/tokens_processed": r.cost["tokens_processed"],
-            "record/tokens_per_s": r.cost["tokens_processed"] / max(r.cost["wall_s"], 1e-9),
-        }
-    )
+    metrics = {
+        "record/n_reasoning_tokens": r.n_reasoning_tokens,
+        "record/deletions": len(r.deletion_order),
+        "record/wall_s": r.cost["wall_s"],
+    }
+    if r.step_objective:
+        start, end = r.step_objective[0], r.step_objective[-1]
+        metrics.update(
+            {"record/objective_start": start, "record/objective_end": end, "record/objective_drop": start - end}
+        )
+    if "tokens_processed" in r.cost:
+        metrics["record/tokens_per_s"] = r.cost["tokens_processed"] / max(r.cost["wall_s"], 1e-9)
+    tracker.log(metrics)
 
 
 def run(cfg: DictConfig) -> dict:

@@ -1,0 +1,86 @@
+"""Static-ranking baselines as pruners: score every reasoning unit once, delete the lowest scores first.
+
+Every baseline fills the same record as greedy pruning (DESIGN.md §6). Its `deletion_order` is the
+complete ranking (a static ranking costs nothing more to finish), units are pruner tokens (H2O,
+Surprisal, Uniform) or words (TokenSkip), and `step_objective` is empty: no objective is evaluated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from exact.keep import check_keep_fraction, keep_key, kept_indices
+from exact.pruner import InvalidInstance, PruneResult
+from exact.record import PruneRecord
+
+
+@dataclass
+class Ranking:
+    """Units of one chain, their importance (higher is kept longer), and how to turn kept units into text."""
+
+    units: list[str]
+    scores: torch.Tensor
+    render: Callable[[list[int]], str]
+    cost: dict[str, Any] = field(default_factory=dict)
+
+
+Ranker = Callable[[str, str, str, str], Ranking]  # (question, reasoning, answer, id) -> Ranking
+
+
+def deletion_order(scores: torch.Tensor) -> list[int]:
+    """Indices from least to most important; equal scores go in reading order."""
+    return torch.sort(scores.double(), stable=True).indices.tolist()
+
+
+class RankingPruner:
+    """A pruner with the GreedyPruner interface whose order comes from a one-shot `rank`ing."""
+
+    def __init__(self, method: str, objective: str, rank: Ranker, pruner_name: str, tokenizer):
+        self.method = method
+        self.tokenizer = tokenizer
+        self.objective = objective
+        self.rank = rank
+        self.model_name = pruner_name
+
+    def prune(
+        self,
+        question: str,
+        reasoning: str,
+        answer: str,
+        keep_fractions: Sequence[float] = (0.5,),
+        prune_to_end: bool = True,
+        record_scores: bool = False,
+        id: str = "",
+        extra: dict[str, Any] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> PruneResult:
+        """Rank the chain's units once; `prune_to_end` and `record_scores` do not apply to a static ranking."""
+        fractions = [check_keep_fraction(f) for f in keep_fractions]
+        began = time.perf_counter()
+        ranking = self.rank(question, reasoning, answer, id)
+        n = len(ranking.units)
+        if n == 0:
+            raise InvalidInstance("reasoning is empty")
+        order = deletion_order(ranking.scores)
+        if on_step:
+            on_step(n, n)
+        record = PruneRecord(
+            id=id,
+            method=self.method,
+            objective=self.objective,
+            pruner=self.model_name,
+            n_reasoning_tokens=n,
+            reasoning_tokens=ranking.units,
+            deletion_order=order,
+            step_objective=[],
+            step_perplexity=[],
+            pruned={keep_key(f): ranking.render(kept_indices(n, order, f)) for f in fractions},
+            cost={"wall_s": round(time.perf_counter() - began, 4), **ranking.cost},
+            extra={"question": question, "reasoning": reasoning, "answer": answer, **(extra or {})},
+        )
+        return PruneResult(record, ranking.render)
