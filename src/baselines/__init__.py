@@ -55,7 +55,7 @@ def tokenskip_ranker(classifier, classifier_tokenizer, cfg: DictConfig):
             return "".join(reasoning[spans[i][0] : spans[i][1]] for i in kept).lstrip()
 
         units = [reasoning[s:e] for s, e in spans]
-        return Ranking(units, torch.tensor(probs, dtype=torch.float64), render, {"forward_passes": 1})
+        return Ranking(units, torch.tensor(probs, dtype=torch.float64), render)
 
     return rank
 
