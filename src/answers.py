@@ -2,7 +2,8 @@
 
 Two answer styles, as the benchmarks' system prompts ask for them:
 - `json` (GSM8K): the text ends with a JSON object such as `{"answer": 42}`, perhaps in a ```json fence.
-- `final_phrase` (MATH, MMLU-Pro): the text ends with "Thus, the final answer is: \\boxed{...}" or "...: C".
+- `final_phrase` (MATH, MMLU-Pro): the text ends with "Thus, the final answer is: \\boxed{...}" or "...: C"
+  (a plain "The answer is ..." is accepted too).
 
 Two checkers: `math` compares expressions with math-verify (so `\\frac{1}{2}` equals `0.5`),
 `letter` compares a multiple-choice option letter A–J.
@@ -22,7 +23,7 @@ TIMEOUT_S = 5  # math-verify's limit per parse and per comparison (main thread o
 
 _ANSWER_KEY = re.compile(r"[\"']answer[\"']\s*:")
 _FENCE_OPENER = re.compile(r"```[A-Za-z]*$")
-_FINAL_PHRASE = re.compile(r"(?:\b(?:thus|therefore|so|hence),?\s+)?\bthe final answer is", re.IGNORECASE)
+_FINAL_PHRASE = re.compile(r"(?:\b(?:thus|therefore|so|hence),?\s+)?\bthe (?:final )?answer is", re.IGNORECASE)
 _BOXED = re.compile(r"\\boxed(?:\s*\{|\s+([^\s${}]+))")  # \boxed{...} or \boxed 5
 _MATH_MODE = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed\b")  # `\$` is a dollar sign, not math mode
 _LETTER_ALONE = re.compile(r"\(?([A-Ja-j])\)?[.:]?")
@@ -85,7 +86,8 @@ def split_output(text: str, style: str) -> tuple[str, str] | None:
 
     `json`: the answer starts at the last JSON object with an "answer" key (a dangling ```json fence
     opener goes with neither part). `final_phrase`: it starts at the last "the final answer is", with
-    its "Thus,"/"Therefore,"/"So"/"Hence" lead-in. None when there is no answer or no reasoning before it.
+    its "Thus,"/"Therefore,"/"So"/"Hence" lead-in ("the answer is" counts too). None when there is
+    no answer or no reasoning before it.
     """
     _check_style(style)
     if style == "json":

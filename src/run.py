@@ -14,6 +14,8 @@ TASKS = {
     "train_surrogate": "src.tasks.train_surrogate",
     "eval_surrogate": "src.tasks.eval_surrogate",
     "bench_hybrid": "src.tasks.bench_hybrid",
+    "generate": "src.tasks.generate",
+    "distill": "src.tasks.distill",
 }
 
 

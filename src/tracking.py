@@ -26,6 +26,12 @@ class Tracker:
         if self.run is not None:
             self.run.summary.update(metrics)
 
+    def image(self, key: str, path: str | Path) -> None:
+        if self.run is not None:
+            import wandb
+
+            self.run.log({key: wandb.Image(str(path))})
+
     def save(self, path: str | Path) -> None:
         if self.run is not None:
             self.run.save(str(path), base_path=str(Path(path).parent), policy="now")

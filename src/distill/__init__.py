@@ -1,0 +1,1 @@
+"""Teacher → pruner → student distillation: length matching, student SFT, evaluation and the results table."""
