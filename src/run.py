@@ -16,14 +16,20 @@ TASKS = {
     "bench_hybrid": "src.tasks.bench_hybrid",
     "generate": "src.tasks.generate",
     "distill": "src.tasks.distill",
+    "analysis_categories": "src.tasks.analysis:categories",
+    "analysis_dynamics": "src.tasks.analysis:dynamics",
+    "analysis_cost": "src.tasks.analysis:cost",
+    "viewer": "src.tasks.analysis:viewer",
+    "export_demo": "src.tasks.analysis:export_demo",
 }
 
 
 def run_task(cfg: DictConfig):
-    """Dispatch to `src/tasks/<task>.py:run(cfg)`."""
+    """Dispatch to the task's function: `module:function`, or `module` for its `run(cfg)`."""
     if cfg.task not in TASKS:
         raise ValueError(f"unknown task {cfg.task!r}; expected one of {sorted(TASKS)}")
-    return importlib.import_module(TASKS[cfg.task]).run(cfg)
+    module, _, function = TASKS[cfg.task].partition(":")
+    return getattr(importlib.import_module(module), function or "run")(cfg)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -62,3 +62,15 @@ def start_tracking(cfg: DictConfig, run_dir: str | Path, job: str) -> Tracker:
         settings=wandb.Settings(silent=True, console="off"),
     )
     return Tracker(run)
+
+
+def publish(out: str | Path, tracker: Tracker, name: str, numbers: dict[str, Any], plots: dict[str, Path]) -> Path:
+    """Write `numbers` to out/NAME.json and log it and the plots (PNG) to the tracker."""
+    import json
+
+    path = Path(out) / f"{name}.json"
+    path.write_text(json.dumps(numbers, indent=2, ensure_ascii=False))
+    tracker.save(path)
+    for key, plot in plots.items():
+        tracker.image(key, plot)
+    return path
