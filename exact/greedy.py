@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -15,7 +16,10 @@ from exact.sequence import Segments
 
 @dataclass
 class GreedyTrace:
-    """What a greedy run produced: the deletion order, J after each deletion, and the cost."""
+    """What a greedy run produced: the deletion order, J after each deletion, and the cost.
+
+    A trace taken part-way (from `greedy_prune`'s `on_state`) is also the state to resume from.
+    """
 
     deletion_order: list[int] = field(default_factory=list)
     step_objective: list[float | None] = field(default_factory=list)  # J of the full chain, then after each deletion
@@ -36,6 +40,24 @@ def distinct_candidates(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return torch.nonzero(first)[:, 0], torch.cumsum(first, 0) - 1
 
 
+def restored(state: GreedyTrace, n: int, deletions: int, record_scores: bool) -> tuple[GreedyTrace, torch.Tensor]:
+    """A copy of a saved partial trace to continue, and the reasoning indices it still keeps (in order)."""
+    order = state.deletion_order
+    if len(order) > deletions or len(set(order)) != len(order) or not all(0 <= i < n for i in order):
+        raise ValueError(
+            f"a saved state of {len(order)} deletions is not part of {deletions} deletions from {n} tokens"
+        )
+    if len(state.step_objective) != len(order) + 1:
+        raise ValueError(f"saved state has {len(state.step_objective)} objectives for {len(order)} deletions")
+    if (state.step_scores is not None) != record_scores:
+        raise ValueError(
+            f"saved state {'lacks' if record_scores else 'has'} step scores, record_scores={record_scores}"
+        )
+    gone = set(order)
+    kept = torch.tensor([i for i in range(n) if i not in gone], dtype=torch.long)
+    return copy.deepcopy(state), kept
+
+
 def greedy_prune(
     scorer: Scorer,
     segments: Segments,
@@ -43,6 +65,8 @@ def greedy_prune(
     record_scores: bool = False,
     on_step: Callable[[int, int], None] | None = None,
     per_step: int = 1,
+    resume: GreedyTrace | None = None,
+    on_state: Callable[[GreedyTrace], None] | None = None,
 ) -> GreedyTrace:
     """Delete `deletions` reasoning tokens greedily; ties go to the lowest index.
 
@@ -50,6 +74,12 @@ def greedy_prune(
     longer exact greedy); J is then known only after the first and the last deletion of a round,
     and the others are recorded as None. Candidates a scorer did not score come back as -inf.
     `on_step(done, deletions)` is called after every deletion (for progress bars).
+
+    `on_state(trace)` gets the partial trace after every scoring round, to persist (it is the live
+    trace: serialise or copy it, do not keep or change it). Passed back as `resume`, such a state
+    continues the same run: the same deletion order, objectives and step scores as an uninterrupted
+    run, with the cost counters and `wall_s` continuing from the saved values (a fresh scorer's own
+    warm-up counts too: the packed scorer runs the prompt once more).
     """
     n = len(segments.reasoning)
     if not 0 <= deletions <= n:
@@ -57,9 +87,16 @@ def greedy_prune(
     if per_step < 1:
         raise ValueError(f"per_step must be at least 1, got {per_step}")
     began = time.perf_counter()
-    kept = torch.arange(n)
+    if resume is None:
+        trace, kept = GreedyTrace(step_scores=[] if record_scores else None), torch.arange(n)
+    else:
+        trace, kept = restored(resume, n, deletions, record_scores)
+    wall_before = trace.wall_s
     prompt_len = len(segments.prompt)
-    trace = GreedyTrace(step_scores=[] if record_scores else None)
+
+    def timed() -> GreedyTrace:
+        trace.wall_s = wall_before + time.perf_counter() - began
+        return trace
 
     def objective_now() -> float:
         """J of the current chain by its own pass, when no base pass gave it."""
@@ -68,7 +105,8 @@ def greedy_prune(
         trace.forward_passes += scores.passes
         return float(scores.values[0])
 
-    trace.step_objective.append(objective_now())
+    if not trace.step_objective:
+        trace.step_objective.append(objective_now())
 
     while len(trace.deletion_order) < deletions:
         candidates, same_as = distinct_candidates(segments.reasoning[kept])
@@ -86,9 +124,10 @@ def greedy_prune(
         trace.deletion_order += kept[chosen].tolist()
         trace.step_objective += [float(scores.values[ranked[0]])] + [None] * (take - 1)
         kept = kept[~torch.isin(torch.arange(len(kept)), chosen)]
+        if on_state is not None:
+            on_state(timed())
         if on_step is not None:
             on_step(len(trace.deletion_order), deletions)
     if trace.step_objective[-1] is None:
         trace.step_objective[-1] = objective_now()
-    trace.wall_s = time.perf_counter() - began
-    return trace
+    return timed()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from exact.greedy import greedy_prune
+from exact.greedy import GreedyTrace, greedy_prune
 from exact.keep import check_keep_fraction, keep_key, kept_indices, n_deletions
 from exact.record import PruneRecord
 from exact.scorers import Scorer, make_scorer
@@ -140,14 +140,22 @@ class GreedyPruner:
         id: str = "",
         extra: dict[str, Any] | None = None,
         on_step: Callable[[int, int], None] | None = None,
+        resume: GreedyTrace | None = None,
+        on_state: Callable[[GreedyTrace], None] | None = None,
     ) -> PruneResult:
-        """Prune one instance down to the smallest keep fraction (or to nothing with `prune_to_end`)."""
+        """Prune one instance down to the smallest keep fraction (or to nothing with `prune_to_end`).
+
+        `on_state` receives the partial trace after every scoring round (see `greedy_prune`); passing
+        a saved one back as `resume`, with the same instance and settings, finishes the same record.
+        """
         fractions = [check_keep_fraction(f) for f in keep_fractions]
         segments = self.encode(question, reasoning, answer)
         n = len(segments.reasoning)
         deletions = n_deletions(n, fractions, prune_to_end)
         render = token_renderer(self.tokenizer, segments.reasoning)
-        trace = greedy_prune(self.scorer, segments, deletions, record_scores, on_step, self.per_step)
+        trace = greedy_prune(
+            self.scorer, segments, deletions, record_scores, on_step, self.per_step, resume=resume, on_state=on_state
+        )
         scored = [self._n_scored(n - d, len(segments.answer)) for d in range(len(trace.step_objective))]
         record = PruneRecord(
             id=id,

@@ -1,4 +1,4 @@
-"""Append-only JSONL output that survives interruption: finished records are never lost or duplicated."""
+"""Output that survives interruption: JSONL that never loses or duplicates a record, and atomic file replacement."""
 
 from __future__ import annotations
 
@@ -59,3 +59,23 @@ class RecordWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Replace `path` by `text` so that a kill at any moment leaves either the old or the new file whole.
+
+    The text goes to `<name>.tmp` beside it, flushed and fsynced, which then replaces `path`; fsyncing
+    the folder makes the rename itself durable.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)

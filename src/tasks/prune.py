@@ -1,4 +1,8 @@
-"""`+experiment=prune`: greedy-prune a data set into records.jsonl, resumable, skipping bad input."""
+"""`+experiment=prune`: greedy-prune a data set into records.jsonl, resumable, skipping bad input.
+
+A finished record is appended to records.jsonl; a record in progress keeps its partial state under
+`partial/` (src/checkpoint.py), so a killed run continues inside the record it was on.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from exact import InvalidInstance, PruneResult
+from exact import GreedyPruner, InvalidInstance, PruneResult
 from src.api import build_pruner, read_data, setup_runtime
+from src.checkpoint import PartialStates, fingerprint
 from src.data import BadInput
 from src.outputs import RecordWriter
 from src.tracking import start_tracking
@@ -46,10 +51,28 @@ def advance(bar: tqdm):
     return on_step
 
 
-def prune_records(pruner, items: Iterable[dict | BadInput], cfg: DictConfig, writer: RecordWriter, tracker) -> dict:
-    """Prune every item not yet in `writer`; report and skip bad ones. Returns the run's counts."""
+def checkpointing(pruner, item: dict, cfg: DictConfig, partials: PartialStates) -> dict:
+    """`prune` arguments that continue `item` from its saved state, if any, and save its new states.
+
+    A static baseline finishes at once and gets none.
+    """
+    if not isinstance(pruner, GreedyPruner):
+        return {}
+    key = fingerprint(item, cfg)
+    return {"resume": partials.load(item["id"], key), "on_state": partials.saver(item["id"], key)}
+
+
+def prune_records(
+    pruner,
+    items: Iterable[dict | BadInput],
+    cfg: DictConfig,
+    writer: RecordWriter,
+    partials: PartialStates,
+    tracker,
+) -> dict:
+    """Prune every item not yet in `writer`, each from its partial state if saved; skip bad ones. Returns counts."""
     out = Path(cfg.output_dir)
-    counts = {"pruned": 0, "resumed": 0, "skipped": 0}
+    counts = {"pruned": 0, "resumed": 0, "continued": 0, "skipped": 0}
     seen: set[str] = set()
     progress = cfg.runtime.progress
     for item in tqdm(items, desc="records", unit="rec", total=cfg.data.limit, disable=not progress):
@@ -62,9 +85,14 @@ def prune_records(pruner, items: Iterable[dict | BadInput], cfg: DictConfig, wri
             _skip(out, item, counts)
             continue
         if rid in writer.done:
+            partials.remove(rid)  # left behind by a kill between writing the record and removing its state
             counts["resumed"] += 1
             continue
         extra = {k: v for k, v in item.items() if k not in ("id", "question", "reasoning", "answer")}
+        checkpoint = checkpointing(pruner, item, cfg, partials)
+        resumed = checkpoint.get("resume")
+        if resumed is not None:
+            log.info("record %r: continuing after %d deletions", rid, len(resumed.deletion_order))
         try:
             with tqdm(desc=rid, unit="del", leave=False, disable=not progress) as bar:
                 result = pruner.prune(
@@ -77,12 +105,15 @@ def prune_records(pruner, items: Iterable[dict | BadInput], cfg: DictConfig, wri
                     id=rid,
                     extra=extra,
                     on_step=advance(bar),
+                    **checkpoint,
                 )
         except InvalidInstance as err:
             _skip(out, BadInput(f"record {rid!r}", str(err)), counts)
             continue
         writer.write(result.record.to_json())
+        partials.remove(rid)
         counts["pruned"] += 1
+        counts["continued"] += resumed is not None
         _log_record(tracker, result)
         if cfg.show_chains:
             tqdm.write(describe(result, min(cfg.pruner.keep_fractions)))
@@ -121,13 +152,15 @@ def run(cfg: DictConfig) -> dict:
     began = time.perf_counter()
     tracker = start_tracking(cfg, out, "prune")
     pruner = build_pruner(cfg)
+    partials = PartialStates(out, cfg.runtime.checkpoint_every_s)
     with RecordWriter(out / "records.jsonl") as writer:
-        counts = prune_records(pruner, read_data(cfg, pruner), cfg, writer, tracker)
+        counts = prune_records(pruner, read_data(cfg, pruner), cfg, writer, partials, tracker)
     summary = {**counts, "records_file": str(out / "records.jsonl"), "wall_s": round(time.perf_counter() - began, 2)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     tracker.summary(summary)
     tracker.finish()
-    print(f"\n{counts['pruned']} pruned, {counts['resumed']} already done, {counts['skipped']} skipped.")
+    continued = f" ({counts['continued']} continued from a partial state)" if counts["continued"] else ""
+    print(f"\n{counts['pruned']} pruned{continued}, {counts['resumed']} already done, {counts['skipped']} skipped.")
     print(f"Run directory: {out}  (records.jsonl, summary.json{', skipped.jsonl' if counts['skipped'] else ''})")
     if tracker.location:
         print(f"W&B offline run: {Path(tracker.location).parent}  (upload later with `wandb sync`)")
