@@ -10,7 +10,7 @@ def check_keep_fraction(keep: float) -> float:
     """Return `keep` as a float, or raise if it is outside (0, 1]."""
     keep = float(keep)
     if not 0.0 < keep <= 1.0:
-        raise ValueError(f"keep fraction must be in (0, 1], got {keep}")
+        raise ValueError(f"keep fraction must be in (0, 1], got {keep:g} (pruner.keep_fractions)")
     return keep
 
 

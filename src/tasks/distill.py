@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from transformers import AutoTokenizer
 
 from src.api import setup_runtime
-from src.data import read_jsonl
+from src.data import BadInput, read_jsonl
 from src.distill.lengths import match_length
 from src.distill.report import ORIGINAL, ResultsTable, plot_results
 from src.distill.student import evaluate_student, train_student
@@ -42,7 +42,14 @@ def load_tokenizer(model: DictConfig):
 
 
 def read_records(path: Path) -> dict[str, dict[str, Any]]:
-    return {row["id"]: row for _, row in read_jsonl(path) if isinstance(row, dict)}
+    """Records by id; a bad line is reported (the prune stage has already skipped it) and left out."""
+    records = {}
+    for _, row in read_jsonl(path):
+        if isinstance(row, BadInput):
+            log.warning("skipping %s", row)
+        else:
+            records[row["id"]] = row
+    return records
 
 
 def prune_chains(cfg: DictConfig, method: str, chains: Path, out: Path) -> Path:

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from exact import GreedyPruner, InvalidInstance, PruneResult
+from exact.keep import check_keep_fraction
 from src.api import build_pruner, read_data, setup_runtime
 from src.checkpoint import PartialStates, fingerprint
 from src.data import BadInput
@@ -145,6 +146,8 @@ def _log_record(tracker, result: PruneResult) -> None:
 
 
 def run(cfg: DictConfig) -> dict:
+    for keep in cfg.pruner.keep_fractions:  # before anything is loaded or written
+        check_keep_fraction(keep)
     setup_runtime(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
