@@ -20,6 +20,7 @@ from exact import GreedyPruner, Scorer, make_scorer
 from src.baselines import BASELINES, build_baseline
 from src.data import BadInput, load_records, select
 from src.models import load_model
+from src.scale.shards import take_shard
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -94,7 +95,12 @@ def reasoning_length(pruner, record: dict) -> int:
 
 
 def read_data(cfg: DictConfig, pruner) -> Iterator[dict | BadInput]:
-    """The records `cfg.data` selects: its length window and limit applied, bad input passed through."""
+    """The records `cfg.data` selects: its length window and limit applied, bad input passed through.
+
+    With `runtime.num_shards` > 1, only shard `runtime.shard` of that selection (by record id, after the
+    limit: the shards of `data.limit=N` together hold the same N records as an unsharded run).
+    """
     data = cfg.data
     items = load_records(data.path, data.format, data.split, data.answer_template, data.id_prefix, data.name)
-    return select(items, lambda record: reasoning_length(pruner, record), data.reasoning_tokens, data.limit)
+    selected = select(items, lambda record: reasoning_length(pruner, record), data.reasoning_tokens, data.limit)
+    return take_shard(selected, cfg.runtime.get("shard", 0), cfg.runtime.get("num_shards", 1))

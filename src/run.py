@@ -21,6 +21,7 @@ TASKS = {
     "analysis_cost": "src.tasks.analysis:cost",
     "viewer": "src.tasks.analysis:viewer",
     "export_demo": "src.tasks.analysis:export_demo",
+    "merge": "src.tasks.merge",
 }
 
 

@@ -148,6 +148,10 @@ def _log_record(tracker, result: PruneResult) -> None:
 def run(cfg: DictConfig) -> dict:
     for keep in cfg.pruner.keep_fractions:  # before anything is loaded or written
         check_keep_fraction(keep)
+    if cfg.runtime.name == "ray":  # lazy: ray is an optional extra, and ray_prune imports this module
+        from src.scale.ray_prune import ray_prune
+
+        return ray_prune(cfg)
     setup_runtime(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,270 @@
+"""`runtime=ray`: the prune job, data-parallel over a pool of Ray actors, each holding one pruner.
+
+    python -m src.run +experiment=prune runtime=ray runtime.workers=8          # a local Ray cluster
+    python -m src.run +experiment=prune runtime=ray runtime.address=auto ...   # join a running one
+
+The driver reads the data, reports bad input and duplicate ids, and leaves out the records already in
+records.jsonl; Ray Data sends each remaining record (one per block) to an actor pool (`map_batches`
+with a callable class that builds the pruner once per actor). Every finished record comes back to the
+driver, which appends it with the same `RecordWriter` as the single-process job (fsynced, resumable),
+so a killed Ray run resumes like any other. Actors save the greedy state of the records they are on to
+`partial/` in the run directory like the single-process job (src/checkpoint.py), so a rerun also
+continues inside them; that needs the run directory on a file system the actors share (one machine,
+or a cluster's shared storage). skipped.jsonl and summary.json are written as there too.
+
+Records cross Ray as JSON strings: the input's carried-through fields differ from record to record,
+which Arrow blocks could not hold as columns.
+
+Actors need the project importable: the driver puts the repository root on their PYTHONPATH, which
+suffices on one machine or on a cluster sharing the file system (else install the package on every node).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from exact import InvalidInstance
+from src.api import build_pruner, setup_runtime
+from src.checkpoint import PartialStates
+from src.data import BadInput
+from src.outputs import RecordWriter
+from src.scale.inputs import selected_items
+from src.tasks.prune import checkpointing
+from src.tracking import Tracker, start_tracking
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+INPUT_FIELDS = ("id", "question", "reasoning", "answer")
+
+
+class PruneWorker:
+    """A Ray Data callable class: builds the pruner once, then prunes each batch of JSON-encoded records.
+
+    Returns per record its id, either `record` (the record's JSON line) or `skip` (why the instance
+    cannot be pruned; the other column is an empty string), and whether it `continued` a saved state.
+    """
+
+    def __init__(self, config: dict[str, Any]):
+        self.cfg = OmegaConf.create(config)
+        setup_runtime(self.cfg)
+        if not self.cfg.runtime.get("num_threads"):
+            import torch
+
+            torch.set_num_threads(max(1, int(self.cfg.runtime.cpus_per_worker)))
+        self.pruner = build_pruner(self.cfg)
+        self.partials = PartialStates(self.cfg.output_dir, self.cfg.runtime.checkpoint_every_s)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        out: dict[str, list] = {"id": [], "record": [], "skip": [], "continued": []}
+        for text in batch["item"]:
+            item = json.loads(text)
+            checkpoint = checkpointing(self.pruner, item, self.cfg, self.partials)
+            record, skip = self.prune(item, checkpoint)
+            out["id"].append(item["id"])
+            out["record"].append(json.dumps(record, ensure_ascii=False) if record else "")
+            out["skip"].append(skip)
+            out["continued"].append(checkpoint.get("resume") is not None)
+        return out
+
+    def prune(self, item: dict[str, Any], checkpoint: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        """(the finished record, "") or (None, why it was skipped); the arguments `prune_records` uses."""
+        p = self.cfg.pruner
+        try:
+            result = self.pruner.prune(
+                item["question"],
+                item["reasoning"],
+                item["answer"],
+                keep_fractions=list(p.keep_fractions),
+                prune_to_end=p.prune_to_end,
+                record_scores=p.record_scores,
+                id=item["id"],
+                extra={k: v for k, v in item.items() if k not in INPUT_FIELDS},
+                **checkpoint,
+            )
+        except InvalidInstance as err:
+            return None, str(err)
+        return result.record.to_json(), ""
+
+
+def triage(
+    items: Iterable[dict | BadInput], done: set[str], skip, counts: dict[str, int], partials: PartialStates
+) -> Iterator[dict[str, Any]]:
+    """The records still to prune. Bad input and repeated ids go to `skip`; ids in `done` count as resumed."""
+    seen: set[str] = set()
+    for item in items:
+        if not isinstance(item, BadInput):
+            if item["id"] in seen:
+                item = BadInput(f"record {item['id']!r}", "duplicate id")
+            else:
+                seen.add(item["id"])
+        if isinstance(item, BadInput):
+            skip(item)
+        elif item["id"] in done:
+            partials.remove(item["id"])  # left behind by a kill between writing the record and removing its state
+            counts["resumed"] += 1
+        else:
+            yield item
+
+
+def require_ray() -> None:
+    """Raise ImportError with the install command unless Ray Data is installed."""
+    try:
+        import ray.data  # noqa: F401
+    except ImportError as err:
+        raise ImportError(f"runtime=ray needs Ray Data: pip install -e '.[scale]' ({err})") from err
+
+
+def worker_resources(runtime: DictConfig, cluster_gpus: float) -> dict[str, float]:
+    """`num_cpus` and `num_gpus` per actor; `gpus_per_worker: auto` is one GPU when the cluster has any."""
+    gpus = runtime.gpus_per_worker
+    if gpus == "auto":
+        gpus = 1 if cluster_gpus > 0 else 0
+    return {"num_cpus": float(runtime.cpus_per_worker), "num_gpus": float(gpus)}
+
+
+def worker_env() -> dict[str, Any]:
+    """The Ray runtime_env that makes this repository importable in every actor."""
+    paths = [str(ROOT)] + [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
+
+
+@contextmanager
+def ray_cluster(runtime: DictConfig) -> Iterator[None]:
+    """Connected to Ray: the running session if any, else `runtime.address` (null: start a local cluster).
+
+    Shuts down only what it started.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(address=runtime.address, runtime_env=worker_env(), log_to_driver=True)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def prune_on_ray(todo: list[dict[str, Any]], cfg: DictConfig) -> Iterator[dict[str, str]]:
+    """Rows {id, record, skip, continued} for the records in `todo`, in the order they finish.
+
+    An exception in a worker ends the run (records already written stay); an actor that dies (killed, out
+    of memory) is restarted and its record retried, up to `runtime.max_restarts` times per actor.
+    """
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext
+
+    DataContext.get_current().enable_progress_bars = bool(cfg.runtime.progress)
+    runtime = cfg.runtime
+    resources = worker_resources(runtime, ray.cluster_resources().get("GPU", 0))
+    log.info("pruning %d records on %d Ray workers, each with %s", len(todo), runtime.workers, resources)
+    items = [{"item": json.dumps(item, ensure_ascii=False)} for item in todo]
+    dataset = ray.data.from_items(items, override_num_blocks=len(items))  # one record per block: per-record results
+    results = dataset.map_batches(
+        PruneWorker,
+        fn_constructor_kwargs={"config": OmegaConf.to_container(cfg, resolve=True)},
+        batch_size=runtime.batch_size,
+        # a fixed pool; one task at a time per actor, so no record waits behind a long one on a busy actor
+        compute=ActorPoolStrategy(size=runtime.workers, max_tasks_in_flight_per_actor=1),
+        max_restarts=runtime.max_restarts,
+        max_task_retries=runtime.max_restarts,
+        **resources,
+    )
+    yield from results.iter_rows()
+
+
+def record_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """The per-record metrics the single-process job logs, from a record's JSON."""
+    cost, steps = record["cost"], record["step_objective"]
+    metrics = {
+        "record/n_reasoning_tokens": record["n_reasoning_tokens"],
+        "record/deletions": len(record["deletion_order"]),
+        "record/wall_s": cost["wall_s"],
+    }
+    if steps:
+        metrics.update(
+            {
+                "record/objective_start": steps[0],
+                "record/objective_end": steps[-1],
+                "record/objective_drop": steps[0] - steps[-1],
+            }
+        )
+    if "tokens_processed" in cost:
+        metrics["record/tokens_per_s"] = cost["tokens_processed"] / max(cost["wall_s"], 1e-9)
+    return metrics
+
+
+class SkipReport:
+    """Reports bad input: a warning, a line in skipped.jsonl, and the `skipped` count."""
+
+    def __init__(self, out: Path, counts: dict[str, int]):
+        self.path, self.counts = out / "skipped.jsonl", counts
+
+    def __call__(self, bad: BadInput) -> None:
+        log.warning("skipping %s", bad)
+        self.counts["skipped"] += 1
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"where": bad.where, "reason": bad.reason}, ensure_ascii=False) + "\n")
+
+
+def prune_records_on_ray(cfg: DictConfig, writer: RecordWriter, tracker: Tracker, out: Path) -> dict[str, int]:
+    """Prune every selected record not yet in `writer` on Ray; report and skip bad ones. Returns the counts."""
+    counts = {"pruned": 0, "resumed": 0, "continued": 0, "skipped": 0}
+    skip, partials = SkipReport(out, counts), PartialStates(out, cfg.runtime.checkpoint_every_s)
+    todo = list(triage(selected_items(cfg), writer.done, skip, counts, partials))
+    if not todo:
+        return counts
+    with ray_cluster(cfg.runtime):
+        rows = prune_on_ray(todo, cfg)
+        for row in tqdm(rows, desc="records", unit="rec", total=len(todo), disable=not cfg.runtime.progress):
+            if row["skip"]:
+                skip(BadInput(f"record {row['id']!r}", row["skip"]))
+                continue
+            record = json.loads(row["record"])
+            writer.write(record)
+            partials.remove(record["id"])
+            counts["pruned"] += 1
+            counts["continued"] += bool(row["continued"])
+            tracker.log(record_metrics(record))
+    return counts
+
+
+def ray_prune(cfg: DictConfig) -> dict:
+    """The prune job with `runtime=ray`: same outputs as the single-process job (records, skipped, summary)."""
+    require_ray()
+    setup_runtime(cfg)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "skipped.jsonl").unlink(missing_ok=True)  # every run reports its bad input afresh
+    began = time.perf_counter()
+    tracker = start_tracking(cfg, out, "prune")
+    with RecordWriter(out / "records.jsonl") as writer:
+        counts = prune_records_on_ray(cfg, writer, tracker, out)
+    summary = {
+        **counts,
+        "records_file": str(out / "records.jsonl"),
+        "wall_s": round(time.perf_counter() - began, 2),
+        "workers": int(cfg.runtime.workers),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    tracker.summary(summary)
+    tracker.finish()
+    continued = f" ({counts['continued']} continued from a partial state)" if counts["continued"] else ""
+    done = f"{counts['resumed']} already done, {counts['skipped']} skipped"
+    print(f"\n{counts['pruned']} pruned on {cfg.runtime.workers} Ray workers{continued}, {done}.")
+    print(f"Run directory: {out}  (records.jsonl, summary.json{', skipped.jsonl' if counts['skipped'] else ''})")
+    if tracker.location:
+        print(f"W&B offline run: {Path(tracker.location).parent}  (upload later with `wandb sync`)")
+    return summary
