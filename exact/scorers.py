@@ -14,14 +14,21 @@ reasoning span, and a candidate is a position j in [0, n_reasoning) of that span
 
 from __future__ import annotations
 
+import gc
 import heapq
+import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from transformers import DynamicCache
 
 OBJECTIVES = ("joint", "answer")
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -39,16 +46,22 @@ class Scores:
 
 @dataclass
 class BasePass:
-    """One forward pass over the current chain: everything the candidates' scores reuse."""
+    """One forward pass over the current chain: everything the candidates' scores reuse.
+
+    Row r (0 ≤ r < T - prompt_len) is the prediction made at position prompt_len-1+r.
+    """
 
     ids: torch.Tensor
     prompt_len: int
     start: int  # first scored position
     kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), batch 1
-    logits: torch.Tensor  # rows prompt_len-1 … T-2
+    logits: torch.Tensor | None  # rows prompt_len-1 … T-2; None when the pass was split (`split_base`)
     norm: torch.Tensor  # their log normalizers (float64)
     prefix: torch.Tensor  # prefix[k] = Σ scored log-probs of positions prompt_len … prompt_len+k-1
+    logprobs: torch.Tensor  # logprobs[r] = log p(x[prompt_len+r] | x[:prompt_len+r]), float64, scored or not
+    skip: torch.Tensor  # skip[r] = log p(x[prompt_len+r+1] | x[:prompt_len+r]), float64: the row read at the next token
     tokens: int  # tokens this pass ran through the model
+    passes: int = 1  # forward passes it took (more than one when split)
 
     @property
     def objective(self) -> float:
@@ -71,8 +84,8 @@ def log_normalizer(logits: torch.Tensor, rows_per_chunk: int = 64) -> torch.Tens
     the caller subtracts in float64. Unlike fp32 `log_softmax`, whose rounding is biased by ~1e-6
     nats per token and adds up over a chain, this is unbiased.
     """
-    flat = logits.reshape(-1, logits.shape[-1]).float()
-    norm = torch.cat([torch.logsumexp(chunk, dim=-1) for chunk in flat.split(rows_per_chunk)])
+    flat = logits.reshape(-1, logits.shape[-1])  # converted chunk by chunk: no fp32 copy of a bf16 block
+    norm = torch.cat([torch.logsumexp(chunk.float(), dim=-1) for chunk in flat.split(rows_per_chunk)])
     return norm.double().reshape(logits.shape[:-1])
 
 
@@ -145,25 +158,186 @@ class PackedScorer(Scorer):
 
     Packing many suffixes into one row keeps the matrix products large; capping the row length keeps
     the wasted attention between different candidates' blocks (row² per row) small.
+
+    Memory. `token_budget` caps the tokens B of one suffix pass (a single suffix longer than it still
+    gets a pass of its own), and so what that pass needs on top of the weights and the base KV cache.
+    A pass of R rows of width W over a chain of T tokens holds, in fp32 (4 bytes):
+
+    - logits: B × vocab × 4 (Joint keeps every row, Answer only the answer's);
+    - the rows' KV: R × (T + W) × layers × 2 × kv_heads × head_dim × 4, each row with its own copy
+      of the base cache; the mask, R × W × (T + W) × 5; one layer's activations, ~B × (4 hidden +
+      3 intermediate) × 4; eager attention also heads × R × W × (T + W) × 4.
+
+    SmolLM2-135M (vocab 49152; 30 layers × 3 kv heads × 64) needs 197 KB of logits and 46 KB of KV a
+    token: budget 1024 ≈ 201 MB of logits, plus 4 × 1256 × 46 KB ≈ 231 MB of row KV at T = 1000.
+    The base pass runs the whole chain at once and keeps its T × vocab logits for the step
+    (`BasePass.logits`, 187 MB at T = 1000), unless `split_base`: then it runs in chunks of
+    `token_budget` tokens that extend the cache and keeps per-row log-probs only (`logprobs`, `skip`),
+    so memory stops growing with T beyond the KV cache. Measured in docs/MEMORY.md.
+
+    Back-off. When a forward pass runs out of device memory (`torch.OutOfMemoryError`), the scorer
+    halves `token_budget` (repeatedly, until the failed pass would be split), frees the cache
+    allocator's memory and runs the same work again: a suffix pass is regrouped into fewer rows, a
+    single row is re-packed into rows of at most the new budget (`row_tokens` shrinks with it), and
+    the base, prompt or objective pass switches to `split_base`. The smaller budget stays for later
+    steps. Regrouping rows leaves every score bit for bit the same; re-packing a row or splitting the
+    base pass moves scores by fp32 rounding (~1e-6 nats). Each back-off is logged and counted in
+    `backoffs`, and `settings()` then reports it. Below `min_budget` tokens, for a single suffix that
+    cannot be split, or for a base pass watched by forward hooks (the hybrid scorer's attention
+    recording, which must see the chain in one pass), the error is raised again, saying how far it got.
     """
 
     name = "packed"
 
-    def __init__(self, model, objective: str = "joint", token_budget: int = 1024, row_tokens: int = 256):
+    def __init__(
+        self,
+        model,
+        objective: str = "joint",
+        token_budget: int = 1024,
+        row_tokens: int = 256,
+        split_base: bool = False,
+        min_budget: int = 64,
+    ):
         super().__init__(model, objective, token_budget)
         if row_tokens < 1:
             raise ValueError(f"row_tokens must be positive, got {row_tokens}")
+        if min_budget < 1:
+            raise ValueError(f"min_budget must be positive, got {min_budget}")
         self.row_tokens = row_tokens
+        self.split_base = split_base
+        self.min_budget = min_budget
+        self.backoffs = 0
+        self._packing_budget = token_budget  # lays out the suffix rows' padding, whatever budget is in force
         self._prompt: tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+
+    def settings(self) -> dict:
+        """The scorer's name; after an out-of-memory back-off (or with `split_base`) also the budgets in force."""
+        settings = {"scorer": self.name}
+        if self.backoffs or self.split_base:
+            settings.update(
+                token_budget=self.token_budget,
+                row_tokens=self.row_tokens,
+                split_base=self.split_base,
+                backoffs=self.backoffs,
+            )
+        return settings
+
+    # Out-of-memory back-off.
+
+    def _attempt(self, run: Callable[[], T], tokens: int, what: str, **shrink) -> T | None:
+        """`run()`, or None after an out-of-memory error made the budget smaller (`_back_off`)."""
+        try:
+            return run()
+        except torch.OutOfMemoryError as error:
+            self._back_off(error, tokens, what, **shrink)
+        # Out of the except block, the failed pass's tensors (held by the traceback) are gone.
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return None
+
+    def _back_off(
+        self,
+        error: Exception,
+        tokens: int,
+        what: str,
+        cannot: str | None = None,
+        rows: bool = False,
+        base: bool = False,
+    ) -> None:
+        """Halve `token_budget` until it is below the `tokens` of the failed pass; with `rows` cap `row_tokens`
+        at it, with `base` (a pass over the chain) split the base pass. Raise instead when `cannot` says why
+        the pass cannot shrink, when the budget would fall below `min_budget`, or when a pass over the
+        chain that forward hooks watch would have to be split."""
+        budget = self.token_budget // 2
+        while budget >= tokens:
+            budget //= 2
+        if base and cannot is None and any(module._forward_hooks for module in self.model.modules()):
+            cannot = "forward hooks (the hybrid scorer's attention recording) must see it in one piece"
+        if cannot is None and budget < self.min_budget:
+            cannot = f"halving it again would go below the floor of min_budget={self.min_budget} tokens"
+        if cannot is not None:
+            raise torch.OutOfMemoryError(
+                f"{what} of {tokens} tokens ran out of memory at token_budget={self.token_budget}, "
+                f"row_tokens={self.row_tokens} after {self.backoffs} back-off(s), and {cannot}; free device "
+                f"memory, or use a smaller model or shorter chains ({error})"
+            ) from error
+        old = (self.token_budget, self.row_tokens)
+        self.token_budget = budget
+        if rows:
+            self.row_tokens = min(self.row_tokens, budget)
+        if base:
+            self.split_base = True
+        self.backoffs += 1
+        log.warning(
+            "%s of %d tokens ran out of memory; token_budget %d → %d, row_tokens %d → %d%s (back-off %d)",
+            what,
+            tokens,
+            old[0],
+            self.token_budget,
+            old[1],
+            self.row_tokens,
+            ", base pass split" if base else "",
+            self.backoffs,
+        )
+
+    # Passes over the chain.
+
+    def _chain(self, ids: torch.Tensor, first: int, kv: list, rows_from: int | None = None):
+        """Run ids[first:] at their positions over the cache `kv` (batch 1): in one forward pass, or with
+        `split_base` in chunks of `token_budget` tokens that extend the cache.
+
+        With `rows_from`, also reads the predictions made at positions rows_from … T-2. Returns the KV of
+        the whole chain, their logits (None when split), log normalizers (float64), log-probs of the next
+        token and of the one after it (the last row's is padding), and the number of forward passes.
+        """
+        total, device = len(ids), ids.device
+        step = self.token_budget if self.split_base else total - first
+        cache = self._cache(kv, 1)
+        logits_kept, norms, nexts, afters, passes = [], [], [], [], 0
+        for a in range(first, total, step):
+            positions = torch.arange(a, min(a + step, total), device=device)
+            keep = 1 if rows_from is None else positions[(positions >= rows_from) & (positions < total - 1)] - a
+            out = self.model(
+                input_ids=ids[positions][None],
+                position_ids=positions[None],
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=keep,
+            )
+            passes += 1
+            if rows_from is None:
+                continue
+            logits, at = out.logits[0], positions[keep]
+            norm = log_normalizer(logits)
+            norms.append(norm)
+            nexts.append(logits.gather(1, ids[at + 1, None])[:, 0].double() - norm)
+            afters.append(logits.gather(1, ids[(at + 2).clamp(max=total - 1), None])[:, 0].double() - norm)
+            if not self.split_base:
+                logits_kept.append(logits)
+            del out, logits
+        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        if rows_from is None:
+            return kv, passes
+        logits = logits_kept[0] if len(logits_kept) == 1 else None
+        return kv, logits, torch.cat(norms), torch.cat(nexts), torch.cat(afters), passes
 
     def _prompt_kv(self, prompt: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
         """KV of the prompt but its last token, run once per prompt (pruning never changes it); and its cost."""
         if self._prompt is not None and torch.equal(self._prompt[0], prompt):
             return self._prompt[1], 0
         kv = []
-        if len(prompt) > 1:
-            out = self.model(input_ids=prompt[None, :-1], use_cache=True, logits_to_keep=1)
-            kv = [(layer.keys, layer.values) for layer in out.cache.layers]
+        while len(prompt) > 1:
+            tokens = len(prompt) - 1
+            run = self._attempt(
+                lambda: self._chain(prompt[:-1], 0, []),
+                min(tokens, self.token_budget) if self.split_base else tokens,
+                "the prompt pass",
+                base=True,
+            )
+            if run is not None:
+                kv = run[0]
+                break
         self._prompt = (prompt.clone(), kv)
         return kv, len(prompt) - 1
 
@@ -175,35 +349,56 @@ class PackedScorer(Scorer):
         return cache
 
     @torch.inference_mode()
+    def objective(self, ids: torch.Tensor, prompt_len: int, n_reasoning: int) -> Scores:
+        """J of the chain itself: one full forward pass (chunks once `split_base`), backing off on OOM."""
+        ids = ids.to(self.device)
+        start = scored_from(self.objective_name, prompt_len, n_reasoning)
+        while True:
+            if self.split_base:
+                run = lambda: self._chain(ids, 0, [], rows_from=start - 1)  # noqa: E731
+            else:
+                run = lambda: super(PackedScorer, self).objective(ids, prompt_len, n_reasoning)  # noqa: E731
+            tokens = min(len(ids), self.token_budget) if self.split_base else len(ids)
+            result = self._attempt(run, tokens, "the objective pass", base=True)
+            if isinstance(result, Scores):
+                return result
+            if result is not None:
+                return Scores(result[3].sum().reshape(1).cpu(), tokens=len(ids), passes=result[-1])
+
+    @torch.inference_mode()
     def base_pass(self, ids: torch.Tensor, prompt_len: int, n_reasoning: int) -> BasePass:
         """Run the current chain once over the cached prompt; keep its KV cache, logit rows and prefix sums."""
         ids = ids.to(self.device)
         start = scored_from(self.objective_name, prompt_len, n_reasoning)
-        positions = torch.arange(len(ids), device=self.device)
         prompt_kv, prompt_tokens = self._prompt_kv(ids[:prompt_len])
-        tail = positions[prompt_len - 1 :]
+        tail = len(ids) - prompt_len + 1
         # Logit rows prompt_len-1 … T-2 are the predictions of tokens prompt_len … T-1.
-        out = self.model(
-            input_ids=ids[tail][None],
-            position_ids=tail[None],
-            cache=self._cache(prompt_kv, 1),
-            use_cache=True,
-            logits_to_keep=torch.arange(len(tail) - 1, device=self.device),
-        )
-        logits = out.logits[0]
-        norm = log_normalizer(logits)
-        logprobs = logits.gather(1, ids[prompt_len:, None])[:, 0].double() - norm
-        logprobs = torch.where(positions[prompt_len:] >= start, logprobs, 0.0)
+        while True:
+            run = self._attempt(
+                lambda: self._chain(ids, prompt_len - 1, prompt_kv, rows_from=prompt_len - 1),
+                min(tail, self.token_budget) if self.split_base else tail,
+                "the base pass",
+                base=True,
+            )
+            if run is not None:
+                break
+        kv, logits, norm, logprobs, skip, passes = run
+        scored = torch.where(torch.arange(prompt_len, len(ids), device=self.device) >= start, logprobs, 0.0)
         return BasePass(
             ids=ids,
             prompt_len=prompt_len,
             start=start,
-            kv=[(layer.keys, layer.values) for layer in out.cache.layers],
+            kv=kv,
             logits=logits,
             norm=norm,
-            prefix=torch.cat([logprobs.new_zeros(1), logprobs.cumsum(0)]),
-            tokens=len(tail) + prompt_tokens,
+            prefix=torch.cat([scored.new_zeros(1), scored.cumsum(0)]),
+            logprobs=logprobs,
+            skip=skip[:-1],
+            tokens=tail + prompt_tokens,
+            passes=passes,
         )
+
+    # Suffix passes.
 
     @torch.inference_mode()
     def score_from(self, base: BasePass, candidates: torch.Tensor) -> Scores:
@@ -213,22 +408,47 @@ class PackedScorer(Scorer):
         # Everything before the deleted token is unchanged; the token after it now follows x[:q],
         # whose prediction is the base row at q-1.
         deleted = base.prompt_len + candidates
-        skip = base.logits[candidates, ids[deleted + 1]].double() - base.norm[candidates]
-        values = base.prefix[candidates] + torch.where(deleted + 1 >= base.start, skip, 0.0)
+        values = base.prefix[candidates] + torch.where(deleted + 1 >= base.start, base.skip[candidates], 0.0)
+        lengths = (total - 2 - deleted).tolist()
+        # Groups of rows padded to one width, laid out by the configured budget; a forward pass runs as
+        # many rows of a group as the budget now in force allows. A back-off so changes only how many
+        # rows share a pass, which leaves every score bit for bit the same; padding could change them.
+        groups = self._groups(self._rows(lengths), self._packing_budget)
         tokens = passes = 0
-        for layout in self._layout((total - 2 - deleted).tolist()):
-            values += self._suffixes(ids, deleted, layout, base.kv, base.start)
-            tokens += len(layout) * max(size for _, size in layout)
+        while groups:
+            width, group = groups.pop(0)
+            rows = group[: max(1, self.token_budget // width)]
+            alone = len(rows) == 1 and len(rows[0][0]) == 1 and rows[0][1] == width  # one unpadded suffix
+            found = self._attempt(
+                lambda: self._suffixes(ids, deleted, rows, base.kv, base.start, width),
+                len(rows) * width,
+                "a pass of packed suffixes",
+                cannot="a single suffix cannot be split" if alone else None,
+                rows=len(rows) == 1,
+            )
+            if found is None:
+                if len(rows) == 1:  # one row did not fit: re-pack its suffixes into rows of the new row_tokens
+                    members = set(rows[0][0])
+                    narrower = self._rows([n if i in members else 0 for i, n in enumerate(lengths)])
+                    groups[:0] = self._groups(narrower, self.token_budget) + ([(width, group[1:])] if group[1:] else [])
+                else:
+                    groups.insert(0, (width, group))
+                continue
+            values += found
+            tokens += len(rows) * width
             passes += 1
+            if len(group) > len(rows):
+                groups.insert(0, (width, group[len(rows) :]))
         return Scores(values.cpu(), tokens=tokens, passes=passes, current=base.objective)
 
     def score(self, ids, prompt_len, n_reasoning, candidates):
         base = self.base_pass(ids, prompt_len, n_reasoning)
         scores = self.score_from(base, candidates)
-        return Scores(scores.values, scores.tokens + base.tokens, scores.passes + 1, current=base.objective)
+        return Scores(scores.values, scores.tokens + base.tokens, scores.passes + base.passes, current=base.objective)
 
-    def _layout(self, lengths: list[int]) -> list[list[tuple[list[int], int]]]:
-        """Forward passes, each a list of rows (candidate indices, packed length) within the budgets.
+    def _rows(self, lengths: list[int]) -> list[tuple[list[int], int]]:
+        """Suffixes (of these lengths; 0: none) packed into rows of about `row_tokens`: (candidate indices,
+        packed length), widest first.
 
         Suffixes go longest first onto the currently shortest row, so rows come out nearly equal
         and padding to the widest row wastes little.
@@ -242,19 +462,26 @@ class PackedScorer(Scorer):
             size, r, members = heapq.heappop(heap)
             members.append(i)
             heapq.heappush(heap, (size + length, r, members))
-        rows = sorted(((members, size) for size, _, members in heap if members), key=lambda row: -row[1])
-        per_pass = max(1, self.token_budget // rows[0][1])
-        return [rows[k : k + per_pass] for k in range(0, len(rows), per_pass)]
+        return sorted(((members, size) for size, _, members in heap if members), key=lambda row: -row[1])
 
-    def _suffixes(self, ids, deleted, layout, base_kv, start) -> torch.Tensor:
+    @staticmethod
+    def _groups(rows: list[tuple[list[int], int]], budget: int) -> list[tuple[int, list[tuple[list[int], int]]]]:
+        """Rows (widest first) in consecutive groups of as many of the widest as fit in `budget` (at least
+        one); each group with the width its rows are padded to: its widest."""
+        if not rows:
+            return []
+        per_group = max(1, budget // rows[0][1])
+        return [(rows[k][1], rows[k : k + per_group]) for k in range(0, len(rows), per_group)]
+
+    def _suffixes(self, ids, deleted, layout, base_kv, start, width: int | None = None) -> torch.Tensor:
         """Sum of scored suffix log-probs for every candidate in `layout`, in one batched forward pass.
 
         Candidate q feeds x[q+1 : T-1] at positions q … T-3 to predict x[q+2 : T]. Its queries see
-        base cache columns c < q and, causally, their own suffix only. Rows are padded to one width;
-        padding sees one column and is never read.
+        base cache columns c < q and, causally, their own suffix only. Rows are padded to `width`
+        (default: the widest); padding sees one column and is never read.
         """
         total, device = len(ids), ids.device
-        width = max(size for _, size in layout)
+        width = width or max(size for _, size in layout)
         shape = (len(layout), width)
         inputs = torch.zeros(shape, dtype=torch.long, device=device)
         positions = torch.zeros(shape, dtype=torch.long, device=device)
