@@ -230,8 +230,6 @@ def save_partial_state(cfg, item: dict, rounds: int) -> None:
 
 
 def test_ray_workers_give_the_single_process_records_and_resume(ray_cluster, tmp_path, tiny_model_dir, reference):
-    from src.scale.ray_prune import ray_prune
-
     data, single = reference
     out = tmp_path / "ray"
     out.mkdir()
@@ -241,7 +239,7 @@ def test_ray_workers_give_the_single_process_records_and_resume(ray_cluster, tmp
     (out / "records.jsonl").write_text(first + "\n" + '{"id": "d", "meth')
     save_partial_state(cfg, ROWS[5], rounds=2)
 
-    summary = ray_prune(cfg)
+    summary = run_task(cfg)
     assert (summary["pruned"], summary["resumed"], summary["continued"], summary["skipped"]) == (2, 1, 1, 4)
     assert summary["workers"] == 2 and not list((out / "partial").iterdir())
     assert comparable(out / "records.jsonl") == comparable(single / "records.jsonl")

@@ -21,10 +21,10 @@ suffices on one machine or on a cluster sharing the file system (else install th
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,8 +39,8 @@ from src.checkpoint import PartialStates
 from src.data import BadInput
 from src.outputs import RecordWriter
 from src.scale.inputs import selected_items
-from src.tasks.prune import checkpointing
-from src.tracking import Tracker, start_tracking
+from src.tasks.prune import checkpointing, report_skip
+from src.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -206,23 +206,13 @@ def record_metrics(record: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
-class SkipReport:
-    """Reports bad input: a warning, a line in skipped.jsonl, and the `skipped` count."""
-
-    def __init__(self, out: Path, counts: dict[str, int]):
-        self.path, self.counts = out / "skipped.jsonl", counts
-
-    def __call__(self, bad: BadInput) -> None:
-        log.warning("skipping %s", bad)
-        self.counts["skipped"] += 1
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"where": bad.where, "reason": bad.reason}, ensure_ascii=False) + "\n")
-
-
-def prune_records_on_ray(cfg: DictConfig, writer: RecordWriter, tracker: Tracker, out: Path) -> dict[str, int]:
+def prune_records_on_ray(
+    cfg: DictConfig, writer: RecordWriter, partials: PartialStates, tracker: Tracker, out: Path
+) -> dict[str, int]:
     """Prune every selected record not yet in `writer` on Ray; report and skip bad ones. Returns the counts."""
+    require_ray()
     counts = {"pruned": 0, "resumed": 0, "continued": 0, "skipped": 0}
-    skip, partials = SkipReport(out, counts), PartialStates(out, cfg.runtime.checkpoint_every_s)
+    skip = functools.partial(report_skip, out, counts=counts)
     todo = list(triage(selected_items(cfg), writer.done, skip, counts, partials))
     if not todo:
         return counts
@@ -239,32 +229,3 @@ def prune_records_on_ray(cfg: DictConfig, writer: RecordWriter, tracker: Tracker
             counts["continued"] += bool(row["continued"])
             tracker.log(record_metrics(record))
     return counts
-
-
-def ray_prune(cfg: DictConfig) -> dict:
-    """The prune job with `runtime=ray`: same outputs as the single-process job (records, skipped, summary)."""
-    require_ray()
-    setup_runtime(cfg)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "skipped.jsonl").unlink(missing_ok=True)  # every run reports its bad input afresh
-    began = time.perf_counter()
-    tracker = start_tracking(cfg, out, "prune")
-    with RecordWriter(out / "records.jsonl") as writer:
-        counts = prune_records_on_ray(cfg, writer, tracker, out)
-    summary = {
-        **counts,
-        "records_file": str(out / "records.jsonl"),
-        "wall_s": round(time.perf_counter() - began, 2),
-        "workers": int(cfg.runtime.workers),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    tracker.summary(summary)
-    tracker.finish()
-    continued = f" ({counts['continued']} continued from a partial state)" if counts["continued"] else ""
-    done = f"{counts['resumed']} already done, {counts['skipped']} skipped"
-    print(f"\n{counts['pruned']} pruned on {cfg.runtime.workers} Ray workers{continued}, {done}.")
-    print(f"Run directory: {out}  (records.jsonl, summary.json{', skipped.jsonl' if counts['skipped'] else ''})")
-    if tracker.location:
-        print(f"W&B offline run: {Path(tracker.location).parent}  (upload later with `wandb sync`)")
-    return summary

@@ -83,7 +83,7 @@ def prune_records(
                 item = BadInput(f"record {rid!r}", "duplicate id")
             seen.add(rid)
         if isinstance(item, BadInput):
-            _skip(out, item, counts)
+            report_skip(out, item, counts)
             continue
         if rid in writer.done:
             partials.remove(rid)  # left behind by a kill between writing the record and removing its state
@@ -109,7 +109,7 @@ def prune_records(
                     **checkpoint,
                 )
         except InvalidInstance as err:
-            _skip(out, BadInput(f"record {rid!r}", str(err)), counts)
+            report_skip(out, BadInput(f"record {rid!r}", str(err)), counts)
             continue
         writer.write(result.record.to_json())
         partials.remove(rid)
@@ -121,7 +121,8 @@ def prune_records(
     return counts
 
 
-def _skip(out: Path, bad: BadInput, counts: dict) -> None:
+def report_skip(out: Path, bad: BadInput, counts: dict) -> None:
+    """Bad input: a warning, a line in skipped.jsonl, and the `skipped` count."""
     log.warning("skipping %s", bad)
     counts["skipped"] += 1
     with (out / "skipped.jsonl").open("a", encoding="utf-8") as handle:
@@ -148,26 +149,32 @@ def _log_record(tracker, result: PruneResult) -> None:
 def run(cfg: DictConfig) -> dict:
     for keep in cfg.pruner.keep_fractions:  # before anything is loaded or written
         check_keep_fraction(keep)
-    if cfg.runtime.name == "ray":  # lazy: ray is an optional extra, and ray_prune imports this module
-        from src.scale.ray_prune import ray_prune
-
-        return ray_prune(cfg)
     setup_runtime(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "skipped.jsonl").unlink(missing_ok=True)  # every run reports its bad input afresh
     began = time.perf_counter()
     tracker = start_tracking(cfg, out, "prune")
-    pruner = build_pruner(cfg)
     partials = PartialStates(out, cfg.runtime.checkpoint_every_s)
+    on_ray = cfg.runtime.name == "ray"
     with RecordWriter(out / "records.jsonl") as writer:
-        counts = prune_records(pruner, read_data(cfg, pruner), cfg, writer, partials, tracker)
+        if on_ray:  # lazy: ray is an optional extra, and ray_prune imports this module
+            from src.scale.ray_prune import prune_records_on_ray
+
+            counts = prune_records_on_ray(cfg, writer, partials, tracker, out)
+        else:
+            pruner = build_pruner(cfg)
+            counts = prune_records(pruner, read_data(cfg, pruner), cfg, writer, partials, tracker)
     summary = {**counts, "records_file": str(out / "records.jsonl"), "wall_s": round(time.perf_counter() - began, 2)}
+    if on_ray:
+        summary["workers"] = int(cfg.runtime.workers)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     tracker.summary(summary)
     tracker.finish()
+    where = f" on {cfg.runtime.workers} Ray workers" if on_ray else ""
     continued = f" ({counts['continued']} continued from a partial state)" if counts["continued"] else ""
-    print(f"\n{counts['pruned']} pruned{continued}, {counts['resumed']} already done, {counts['skipped']} skipped.")
+    done = f"{counts['resumed']} already done, {counts['skipped']} skipped"
+    print(f"\n{counts['pruned']} pruned{where}{continued}, {done}.")
     print(f"Run directory: {out}  (records.jsonl, summary.json{', skipped.jsonl' if counts['skipped'] else ''})")
     if tracker.location:
         print(f"W&B offline run: {Path(tracker.location).parent}  (upload later with `wandb sync`)")
