@@ -17,6 +17,7 @@ from src.api import compose_config
 from src.distill.lengths import InsufficientRanking, match_length, student_token_steps, unit_spans
 from src.distill.report import ResultsTable, plot_results
 from src.distill.sft import IGNORE, accumulation, collate, sft_example
+from src.distill.student import train_student
 from src.generation import HFGenerator, chat_prompts, stop_token_ids
 from src.run import run_task
 from src.tasks.generate import choose_sample
@@ -204,3 +205,22 @@ def test_vllm_backend_samples_and_decodes_greedily_like_transformers():
     assert [len(texts) for texts in sampled] == [3, 3]
     greedy = vllm(prompts, max_new_tokens=8)
     assert greedy == HFGenerator(model, tokenizer, 2, False)(prompts, max_new_tokens=8)
+
+
+def test_student_trains_with_lora_and_keeps_the_best_dev_checkpoint(tmp_path, tiny_model_dir):
+    pytest.importorskip("peft")
+    cfg = compose_config(
+        "+experiment=distill_tiny",
+        "student=hf",
+        f"student.model.path={tiny_model_dir}",
+        "student.max_steps=2",
+        "student.val_every_steps=1",
+        "student.eval.max_new_tokens=4",
+        "student.lora={r: 4, alpha: 8, dropout: 0.0, target_modules: all-linear}",
+    )
+    chains = [{"question": f"What is {i} + 1?", "reasoning": f"{i} + 1 = {i + 1}.", "answer": "ok"} for i in range(8)]
+    dev = [{"id": "d1", "question": "What is 2 + 1?", "gold": "3"}]
+    model, _, info = train_student(cfg.student, chains, dev, cfg.benchmark, tmp_path, progress=False)
+    assert type(model).__name__ == "LlamaForCausalLM"  # the adapter is merged back
+    assert info["dev_accuracy"] == 0.0 and info["train_examples"] == 8
+    assert not (tmp_path / "checkpoints").exists()  # the best checkpoint was restored, then removed
