@@ -44,11 +44,11 @@ def load_tokenizer(model: DictConfig):
 def read_records(path: Path) -> dict[str, dict[str, Any]]:
     """Records by id; a bad line is reported (the prune stage has already skipped it) and left out."""
     records = {}
-    for _, row in read_jsonl(path):
-        if isinstance(row, BadInput):
-            log.warning("skipping %s", row)
+    for lineno, row in read_jsonl(path):
+        if isinstance(row, BadInput) or "id" not in row:
+            log.warning("skipping %s", row if isinstance(row, BadInput) else f"{path}:{lineno}: no 'id' field")
         else:
-            records[row["id"]] = row
+            records[str(row["id"])] = row
     return records
 
 
