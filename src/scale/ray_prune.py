@@ -25,7 +25,7 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,13 +39,12 @@ from src.checkpoint import PartialStates
 from src.data import BadInput
 from src.outputs import RecordWriter
 from src.scale.inputs import selected_items
-from src.tasks.prune import checkpointing, report_skip
+from src.tasks.prune import checkpointing, prune_item, records_to_prune, report_skip
 from src.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
-INPUT_FIELDS = ("id", "question", "reasoning", "answer")
 
 
 class PruneWorker:
@@ -78,43 +77,12 @@ class PruneWorker:
         return out
 
     def prune(self, item: dict[str, Any], checkpoint: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-        """(the finished record, "") or (None, why it was skipped); the arguments `prune_records` uses."""
-        p = self.cfg.pruner
+        """(the finished record, "") or (None, why it was skipped)."""
         try:
-            result = self.pruner.prune(
-                item["question"],
-                item["reasoning"],
-                item["answer"],
-                keep_fractions=list(p.keep_fractions),
-                prune_to_end=p.prune_to_end,
-                record_scores=p.record_scores,
-                id=item["id"],
-                extra={k: v for k, v in item.items() if k not in INPUT_FIELDS},
-                **checkpoint,
-            )
+            result = prune_item(self.pruner, item, self.cfg, **checkpoint)
         except InvalidInstance as err:
             return None, str(err)
         return result.record.to_json(), ""
-
-
-def triage(
-    items: Iterable[dict | BadInput], done: set[str], skip, counts: dict[str, int], partials: PartialStates
-) -> Iterator[dict[str, Any]]:
-    """The records still to prune. Bad input and repeated ids go to `skip`; ids in `done` count as resumed."""
-    seen: set[str] = set()
-    for item in items:
-        if not isinstance(item, BadInput):
-            if item["id"] in seen:
-                item = BadInput(f"record {item['id']!r}", "duplicate id")
-            else:
-                seen.add(item["id"])
-        if isinstance(item, BadInput):
-            skip(item)
-        elif item["id"] in done:
-            partials.remove(item["id"])  # left behind by a kill between writing the record and removing its state
-            counts["resumed"] += 1
-        else:
-            yield item
 
 
 def require_ray() -> None:
@@ -213,7 +181,7 @@ def prune_records_on_ray(
     require_ray()
     counts = {"pruned": 0, "resumed": 0, "continued": 0, "skipped": 0}
     skip = functools.partial(report_skip, out, counts=counts)
-    todo = list(triage(selected_items(cfg), writer.done, skip, counts, partials))
+    todo = list(records_to_prune(selected_items(cfg), writer.done, skip, counts, partials))
     if not todo:
         return counts
     with ray_cluster(cfg.runtime):

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
@@ -24,6 +26,7 @@ from src.outputs import RecordWriter
 from src.tracking import start_tracking
 
 log = logging.getLogger(__name__)
+INPUT_FIELDS = ("id", "question", "reasoning", "answer")
 
 
 def describe(result: PruneResult, keep: float) -> str:
@@ -74,40 +77,17 @@ def prune_records(
     """Prune every item not yet in `writer`, each from its partial state if saved; skip bad ones. Returns counts."""
     out = Path(cfg.output_dir)
     counts = {"pruned": 0, "resumed": 0, "continued": 0, "skipped": 0}
-    seen: set[str] = set()
     progress = cfg.runtime.progress
-    for item in tqdm(items, desc="records", unit="rec", total=cfg.data.limit, disable=not progress):
-        if not isinstance(item, BadInput):
-            rid = item["id"]
-            if rid in seen:
-                item = BadInput(f"record {rid!r}", "duplicate id")
-            seen.add(rid)
-        if isinstance(item, BadInput):
-            report_skip(out, item, counts)
-            continue
-        if rid in writer.done:
-            partials.remove(rid)  # left behind by a kill between writing the record and removing its state
-            counts["resumed"] += 1
-            continue
-        extra = {k: v for k, v in item.items() if k not in ("id", "question", "reasoning", "answer")}
+    todo = records_to_prune(items, writer.done, partial(report_skip, out, counts=counts), counts, partials)
+    for item in tqdm(todo, desc="records", unit="rec", total=cfg.data.limit, disable=not progress):
+        rid = item["id"]
         checkpoint = checkpointing(pruner, item, cfg, partials)
         resumed = checkpoint.get("resume")
         if resumed is not None:
             log.info("record %r: continuing after %d deletions", rid, len(resumed.deletion_order))
         try:
             with tqdm(desc=rid, unit="del", leave=False, disable=not progress) as bar:
-                result = pruner.prune(
-                    item["question"],
-                    item["reasoning"],
-                    item["answer"],
-                    keep_fractions=list(cfg.pruner.keep_fractions),
-                    prune_to_end=cfg.pruner.prune_to_end,
-                    record_scores=cfg.pruner.record_scores,
-                    id=rid,
-                    extra=extra,
-                    on_step=advance(bar),
-                    **checkpoint,
-                )
+                result = prune_item(pruner, item, cfg, on_step=advance(bar), **checkpoint)
         except InvalidInstance as err:
             report_skip(out, BadInput(f"record {rid!r}", str(err)), counts)
             continue
@@ -119,6 +99,42 @@ def prune_records(
         if cfg.show_chains:
             tqdm.write(describe(result, min(cfg.pruner.keep_fractions)))
     return counts
+
+
+def records_to_prune(
+    items: Iterable[dict | BadInput], done: set[str], skip, counts: dict[str, int], partials: PartialStates
+) -> Iterator[dict[str, Any]]:
+    """The records still to prune. Bad input and repeated ids go to `skip`; ids in `done` count as resumed."""
+    seen: set[str] = set()
+    for item in items:
+        if not isinstance(item, BadInput):
+            if item["id"] in seen:
+                item = BadInput(f"record {item['id']!r}", "duplicate id")
+            else:
+                seen.add(item["id"])
+        if isinstance(item, BadInput):
+            skip(item)
+        elif item["id"] in done:
+            partials.remove(item["id"])  # left behind by a kill between writing the record and removing its state
+            counts["resumed"] += 1
+        else:
+            yield item
+
+
+def prune_item(pruner, item: dict[str, Any], cfg: DictConfig, **options) -> PruneResult:
+    """Prune one record with the job's pruner settings; its other input fields are carried through."""
+    p = cfg.pruner
+    return pruner.prune(
+        item["question"],
+        item["reasoning"],
+        item["answer"],
+        keep_fractions=list(p.keep_fractions),
+        prune_to_end=p.prune_to_end,
+        record_scores=p.record_scores,
+        id=item["id"],
+        extra={k: v for k, v in item.items() if k not in INPUT_FIELDS},
+        **options,
+    )
 
 
 def report_skip(out: Path, bad: BadInput, counts: dict) -> None:
