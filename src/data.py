@@ -71,16 +71,26 @@ def check_record(obj: dict[str, Any], where: str) -> dict[str, Any] | BadInput:
     return {**obj, "id": str(rid)}
 
 
+def split_gsm8k(answer: str) -> tuple[str, str] | None:
+    """A GSM8K answer "solution\\n#### N" as (solution, gold N without thousands separators), or None.
+
+    `#### 1,000` gives "1000": the gold is a JSON number wherever it is used (answer templates, grading).
+    """
+    solution, sep, final = answer.rpartition("####")
+    gold = final.strip().replace(",", "")
+    return (solution.strip(), gold) if sep and gold else None
+
+
 def gsm8k_record(
     row: dict[str, Any], rid: str, answer_template: str, where: str, dataset: str = "gsm8k"
 ) -> dict[str, Any] | BadInput:
     """A GSM8K row {question, answer: "solution\\n#### N"} as a record; calculator <<…>> notes removed."""
     if not isinstance(row.get("answer"), str):
         return BadInput(where, "GSM8K row needs a string field 'answer'")
-    solution, sep, final = row["answer"].rpartition("####")
-    if not sep:
+    parsed = split_gsm8k(row["answer"])
+    if parsed is None:
         return BadInput(where, "GSM8K answer has no final '#### N' line")
-    gold = final.strip()
+    solution, gold = parsed
     return {
         "id": rid,
         "question": row.get("question"),

@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from src.answers import last_boxed
-from src.data import BadInput, source_rows
+from src.data import BadInput, source_rows, split_gsm8k
 
 FORMATS = ("gsm8k", "math", "mmlu_pro")
 LETTERS = "ABCDEFGHIJ"
@@ -38,11 +38,11 @@ def gsm8k_problem(row: dict[str, Any], rid: str, where: str, dataset: str = "gsm
     for field in (question, answer):
         if isinstance(field, BadInput):
             return field
-    solution, sep, final = answer.rpartition("####")
-    gold = final.strip().replace(",", "")
-    if not sep or not gold:
+    parsed = split_gsm8k(answer)
+    if parsed is None:
         return BadInput(where, "GSM8K answer has no final '#### N' line")
-    return {"id": rid, "question": question, "gold": gold, "dataset": dataset, "meta": {"solution": solution.strip()}}
+    solution, gold = parsed
+    return {"id": rid, "question": question, "gold": gold, "dataset": dataset, "meta": {"solution": solution}}
 
 
 def math_problem(row: dict[str, Any], rid: str, where: str, dataset: str = "math") -> dict[str, Any] | BadInput:
