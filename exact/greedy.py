@@ -27,6 +27,7 @@ class GreedyTrace:
     tokens_processed: int = 0
     forward_passes: int = 0
     wall_s: float = 0.0
+    verified_per_step: list[int] = field(default_factory=list)  # candidates scored exactly in each round
 
 
 def distinct_candidates(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,6 +114,7 @@ def greedy_prune(
         scores = scorer.score(segments.with_kept(kept), prompt_len, len(kept), candidates)
         trace.tokens_processed += scores.tokens
         trace.forward_passes += scores.passes
+        trace.verified_per_step.append(len(candidates) if scores.verified is None else scores.verified)
         if trace.step_objective[-1] is None:
             trace.step_objective[-1] = scores.current if scores.current is not None else objective_now()
         if record_scores:

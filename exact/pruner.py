@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exact.greedy import GreedyTrace, greedy_prune
-from exact.keep import check_keep_fraction, keep_key, kept_indices, n_deletions
+from exact.keep import check_keep_fraction, keep_key, kept_indices, n_deletions, n_kept
 from exact.record import PruneRecord
 from exact.scorers import Scorer, make_scorer
 from exact.sequence import Segments, encode
@@ -137,6 +137,7 @@ class GreedyPruner:
         keep_fractions: Sequence[float] = (0.5,),
         prune_to_end: bool = False,
         record_scores: bool = False,
+        max_deletions: int | None = None,
         id: str = "",
         extra: dict[str, Any] | None = None,
         on_step: Callable[[int, int], None] | None = None,
@@ -145,6 +146,8 @@ class GreedyPruner:
     ) -> PruneResult:
         """Prune one instance down to the smallest keep fraction (or to nothing with `prune_to_end`).
 
+        `max_deletions` stops earlier (the first steps of a long chain, as labels); `pruned` then holds
+        only the keep fractions reached.
         `on_state` receives the partial trace after every scoring round (see `greedy_prune`); passing
         a saved one back as `resume`, with the same instance and settings, finishes the same record.
         """
@@ -152,6 +155,8 @@ class GreedyPruner:
         segments = self.encode(question, reasoning, answer)
         n = len(segments.reasoning)
         deletions = n_deletions(n, fractions, prune_to_end)
+        if max_deletions is not None:
+            deletions = min(deletions, max_deletions)
         render = token_renderer(self.tokenizer, segments.reasoning)
         trace = greedy_prune(
             self.scorer, segments, deletions, record_scores, on_step, self.per_step, resume=resume, on_state=on_state
@@ -167,13 +172,18 @@ class GreedyPruner:
             deletion_order=trace.deletion_order,
             step_objective=trace.step_objective,
             step_perplexity=[None if j is None else math.exp(-j / k) for j, k in zip(trace.step_objective, scored)],
-            pruned={keep_key(f): render(kept_indices(n, trace.deletion_order, f)) for f in fractions},
+            pruned={
+                keep_key(f): render(kept_indices(n, trace.deletion_order, f))
+                for f in fractions
+                if n - n_kept(n, f) <= len(trace.deletion_order)
+            },
             cost={
                 **self.scorer.settings(),
                 "per_step": self.per_step,
                 "wall_s": round(trace.wall_s, 4),
                 "tokens_processed": trace.tokens_processed,
                 "forward_passes": trace.forward_passes,
+                "verified_per_step": trace.verified_per_step,
             },
             step_scores=trace.step_scores,
             extra={"question": question, "reasoning": reasoning, "answer": answer, **(extra or {})},

@@ -42,6 +42,7 @@ class Scores:
     tokens: int
     passes: int
     current: float | None = None
+    verified: int | None = None  # candidates scored exactly (None: all of them)
 
 
 @dataclass
@@ -66,6 +67,25 @@ class BasePass:
     @property
     def objective(self) -> float:
         return float(self.prefix[-1])
+
+    def head(self, candidates: torch.Tensor) -> torch.Tensor:
+        """The exact score of each candidate j through position q+1 (q = prompt_len + j, the deleted position).
+
+        The tokens before q keep their base log-probs, and x[q+1] now follows x[:q], whose prediction is
+        the base row at q-1 (`skip`). Only the tokens from q+2 on need the model.
+        """
+        candidates = candidates.to(self.prefix.device)
+        after = self.prompt_len + candidates + 1
+        return self.prefix[candidates] + torch.where(after >= self.start, self.skip[candidates], 0.0)
+
+    def first_order(self, candidates: torch.Tensor) -> torch.Tensor:
+        """f(j): the score of deleting candidate j were the later tokens' log-probs unchanged (DESIGN.md §5).
+
+        f(j) = head(j) + [J − prefix(j+2)]: exact but for the deletion's effect on x[q+2:], which is
+        what a residual surrogate learns. Free: it reads the base pass only.
+        """
+        candidates = candidates.to(self.prefix.device)
+        return self.head(candidates) + (self.prefix[-1] - self.prefix[candidates + 2])
 
 
 def scored_from(objective: str, prompt_len: int, n_reasoning: int) -> int:
@@ -405,10 +425,8 @@ class PackedScorer(Scorer):
         """Scores of `candidates` over an existing base pass (its cost is not counted here)."""
         ids, candidates = base.ids, candidates.to(self.device)
         total = len(ids)
-        # Everything before the deleted token is unchanged; the token after it now follows x[:q],
-        # whose prediction is the base row at q-1.
         deleted = base.prompt_len + candidates
-        values = base.prefix[candidates] + torch.where(deleted + 1 >= base.start, base.skip[candidates], 0.0)
+        values = base.head(candidates)
         lengths = (total - 2 - deleted).tolist()
         # Groups of rows padded to one width, laid out by the configured budget; a forward pass runs as
         # many rows of a group as the budget now in force allows. A back-off so changes only how many

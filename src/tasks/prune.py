@@ -22,6 +22,7 @@ from exact.keep import check_keep_fraction
 from src.api import build_pruner, read_data, setup_runtime
 from src.checkpoint import PartialStates, fingerprint
 from src.data import BadInput
+from src.labels import labelled_ids
 from src.outputs import RecordWriter
 from src.tracking import start_tracking
 
@@ -131,6 +132,7 @@ def prune_item(pruner, item: dict[str, Any], cfg: DictConfig, **options) -> Prun
         keep_fractions=list(p.keep_fractions),
         prune_to_end=p.prune_to_end,
         record_scores=p.record_scores,
+        max_deletions=p.get("max_deletions"),
         id=item["id"],
         extra={k: v for k, v in item.items() if k not in INPUT_FIELDS},
         **options,
@@ -174,6 +176,7 @@ def run(cfg: DictConfig) -> dict:
     partials = PartialStates(out, cfg.runtime.checkpoint_every_s)
     on_ray = cfg.runtime.name == "ray"
     with RecordWriter(out / "records.jsonl") as writer:
+        writer.done |= labelled_ids(cfg.runtime.get("done_from") or [])  # labelled elsewhere (packed labels)
         if on_ray:  # lazy: ray is an optional extra, and ray_prune imports this module
             from src.scale.ray_prune import prune_records_on_ray
 
