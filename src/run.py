@@ -14,6 +14,7 @@ TASKS = {
     "train_surrogate": "src.tasks.train_surrogate",
     "eval_surrogate": "src.tasks.eval_surrogate",
     "bench_hybrid": "src.tasks.bench_hybrid",
+    "pack_labels": "src.tasks.pack_labels",
     "generate": "src.tasks.generate",
     "distill": "src.tasks.distill",
     "analysis_categories": "src.tasks.analysis:categories",

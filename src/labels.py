@@ -1,0 +1,117 @@
+"""Surrogate labels: exact greedy records with step scores, as a labelling run writes them or packed to ship.
+
+A labelling run (`+experiment=label`) writes full records (records.jsonl). `pack_labels` keeps what is
+expensive to recompute (ids, deletion orders, objectives, every step's candidate scores and the cost)
+plus a hash of the record's text, gzipped, and no dataset text. `read_labels` reads either kind; a
+packed file is joined back with the records of the dataset it was made from by id, and a record
+whose text no longer matches its hash is an error naming it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from src.data import BadInput, read_jsonl
+
+PACKED_FIELDS = (
+    "id",
+    "method",
+    "objective",
+    "pruner",
+    "n_reasoning_tokens",
+    "deletion_order",
+    "step_objective",
+    "step_scores",
+    "cost",
+)
+TEXT_FIELDS = ("question", "reasoning", "answer")
+
+
+def text_hash(record: dict[str, Any]) -> str:
+    """A short hash of the record's question, reasoning and answer: what its labels were computed on."""
+    return hashlib.sha256(json.dumps([record[k] for k in TEXT_FIELDS]).encode()).hexdigest()[:16]
+
+
+def pack_labels(records: Iterable[dict[str, Any]], path: str | Path) -> int:
+    """Write the label fields of `records` (those with step scores) to a gzipped JSONL file; how many were written."""
+    lines, seen = [], set()
+    for record in records:
+        if not record.get("step_scores"):
+            continue
+        if record["id"] in seen:
+            raise ValueError(f"record {record['id']!r} is labelled twice")
+        seen.add(record["id"])
+        packed = {k: record[k] for k in PACKED_FIELDS if k in record}
+        packed["step_scores"] = [[[i, round(s, 6)] for i, s in step] for step in record["step_scores"]]
+        packed["text_sha256"] = record.get("text_sha256") or text_hash(record)  # already packed: kept
+        lines.append(json.dumps(packed) + "\n")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as zipped:  # same labels, same bytes
+        zipped.write("".join(lines).encode("utf-8"))
+    return len(lines)
+
+
+def _rows(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
+    """(location, object) of every line of a JSONL file, gzipped or not; a bad line is an error naming it."""
+    if path.suffix == ".gz":
+        text = gzip.decompress(path.read_bytes()).decode("utf-8")
+        numbered = ((n, json.loads(line)) for n, line in enumerate(io.StringIO(text), 1) if line.strip())
+    else:
+        numbered = read_jsonl(path)
+    for lineno, row in numbered:
+        if isinstance(row, BadInput):
+            raise ValueError(str(row))
+        yield f"{path}:{lineno}", row
+
+
+def label_rows(paths: Iterable[str | Path]) -> Iterable[dict[str, Any]]:
+    """The labelled rows of these files as they are (packed ones without their text), in file order."""
+    for path in paths:
+        yield from (row for _, row in _rows(Path(path)) if row.get("step_scores"))
+
+
+def labelled_ids(paths: Iterable[str | Path]) -> set[str]:
+    """Ids of the labelled records in these files (records.jsonl or packed), to pass over when labelling more."""
+    return {row["id"] for row in label_rows(paths)}
+
+
+def read_labels(
+    paths: str | Path | Iterable[str | Path], dataset: Callable[[], Iterable[dict | BadInput]] | None = None
+) -> list[dict[str, Any]]:
+    """Labelled records (with step scores) from records.jsonl files and packed `.jsonl.gz` files.
+
+    `dataset()` yields the records packed labels were made from (for their text); an id in two files,
+    or a packed record missing from the dataset or changed since, is an error that names it.
+    """
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    texts: dict[str, dict] | None = None
+    found: dict[str, str] = {}
+    labelled = []
+    for path in map(Path, paths):
+        for where, row in _rows(path):
+            if not row.get("step_scores"):
+                continue
+            if row["id"] in found:
+                raise ValueError(f"record {row['id']!r} is labelled twice: {found[row['id']]} and {where}")
+            found[row["id"]] = where
+            if "text_sha256" in row:
+                if texts is None:
+                    if dataset is None:
+                        raise ValueError(f"{path} holds packed labels; give the dataset they were made from")
+                    texts = {r["id"]: r for r in dataset() if not isinstance(r, BadInput)}
+                source = texts.get(row["id"])
+                if source is None:
+                    raise ValueError(f"record {row['id']!r} ({where}) is not in the dataset its labels were made from")
+                if text_hash(source) != row["text_sha256"]:
+                    raise ValueError(f"record {row['id']!r} ({where}): its text changed since it was labelled")
+                row = {**{k: source[k] for k in TEXT_FIELDS}, **row}
+            labelled.append(row)
+    if not labelled:
+        raise ValueError(f"no records with step_scores in {', '.join(map(str, paths))}; label with record_scores=true")
+    return labelled
