@@ -44,7 +44,7 @@ def scorer_options(cfg: DictConfig) -> dict:
     return {k: v for k, v in cfg.scorer.items() if k != "name"}
 
 
-def build_scorer(cfg: DictConfig, model) -> Scorer:
+def build_scorer(cfg: DictConfig, model, tokenizer=None) -> Scorer:
     """The scorer `cfg` asks for; `pruner=hybrid` puts its surrogate's shortlist in front of the packed scorer."""
     options = scorer_options(cfg)
     if cfg.pruner.name != "hybrid":
@@ -52,9 +52,12 @@ def build_scorer(cfg: DictConfig, model) -> Scorer:
     from surrogate.hybrid import HybridScorer
     from surrogate.store import load_surrogate
 
-    surrogate, _ = load_surrogate(cfg.pruner.surrogate, cfg.model.path)
+    surrogate, _ = load_surrogate(cfg.pruner.surrogate, cfg.model.path, model)
     k = 1 if cfg.pruner.surrogate_only else cfg.pruner.k
-    return HybridScorer(model, surrogate, cfg.pruner.objective, k=k, **options)
+    epsilon = None if cfg.pruner.surrogate_only else cfg.pruner.epsilon
+    return HybridScorer(
+        model, surrogate, cfg.pruner.objective, k, epsilon, cfg.pruner.k_max, tokenizer=tokenizer, **options
+    )
 
 
 def load_eager_model(cfg: DictConfig):
@@ -65,17 +68,18 @@ def load_eager_model(cfg: DictConfig):
 def build_pruner(cfg: DictConfig, model=None, tokenizer=None, scorer: Scorer | None = None):
     """The pruner `cfg.pruner` names (greedy, hybrid or a baseline); loads `cfg.model` unless one is given.
 
-    `pruner=hybrid` and `pruner=h2o` load the model with eager attention: they read attention weights.
+    `pruner=h2o` loads the model with eager attention (it reads attention weights); the hybrid switches
+    to eager for its base passes only.
     """
     if cfg.pruner.name in BASELINES:
         return build_baseline(cfg, model, tokenizer)
     if model is None:
-        model, tokenizer = load_eager_model(cfg) if cfg.pruner.name == "hybrid" else load_model(**cfg.model)
+        model, tokenizer = load_model(**cfg.model)
     return GreedyPruner(
         model,
         tokenizer,
         objective=cfg.pruner.objective,
-        scorer=scorer or build_scorer(cfg, model),
+        scorer=scorer or build_scorer(cfg, model, tokenizer),
         per_step=cfg.pruner.per_step,
         system_prompt=cfg.data.system_prompt,
         answer_delimiter=cfg.data.answer_delimiter,

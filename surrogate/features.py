@@ -1,43 +1,85 @@
-"""Surrogate features of the reasoning tokens of a chain, computed on the current, already pruned chain.
+"""Surrogate features of deletion candidates, read off the base pass over the current, already pruned chain.
 
-- `attention` (the paper's set): for each token, the mean attention it receives from every later
-  position, one number per layer × head (DESIGN.md §4). Forward hooks reduce each layer's attention
-  map to its column means as soon as the layer has run, so the T×T maps of all layers are never
-  held at once. The model must use eager attention (sdpa returns no weights).
-- `attention+surprisal`: the same, plus the token's surprisal −log p(token | prefix) and its
-  relative position in the chain. Always reported next to attention-only.
+A feature set is a `+`-joined list of named blocks (DESIGN.md §4–5), for candidate token x_q:
+
+- `attention` (the paper's set): the log mean attention x_q receives from every later position,
+  one number per layer × head. Forward hooks reduce each layer's attention map to its column means
+  as soon as the layer has run, so the T×T maps of all layers are never held at once. Only the base
+  pass records them, with eager attention (sdpa returns no weights).
+- `next_attention`: the same for x_{q+1}, the token whose context the deletion changes first.
+- `first_order`: the base pass's own terms of the deletion: −log p(x_q), log p(x_{q+1}), the skip
+  log-prob log p(x_{q+1} | x_<q), the entropies of the rows that predict x_q and x_{q+1}, and f(q) − J.
+- `surprisal`: −log p(x_q) alone.
+- `position`: the relative position in the chain, and log(1 + tokens after x_q).
+- `token_class`: a one-hot coarse class of the token's text (`TOKEN_CLASSES`).
+
+Every candidate also gets its first-order score f(q) (`BasePass.first_order`), the prior that a
+residual surrogate corrects.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 
-from exact.scorers import BasePass, target_logprobs
+from exact.scorers import BasePass
 
-FEATURE_SETS = ("attention", "attention+surprisal")
-
-
-@dataclass
-class ChainFeatures:
-    """Raw features of some reasoning tokens: attention (m, L·H), surprisal (m,), relative position (m,)."""
-
-    attention: torch.Tensor
-    surprisal: torch.Tensor
-    position: torch.Tensor
+BLOCKS = ("attention", "next_attention", "first_order", "surprisal", "position", "token_class")
+TOKEN_CLASSES = ("digit", "operator", "punctuation", "newline", "word", "piece", "other")
+_WIDTHS = {"first_order": 6, "surprisal": 1, "position": 2, "token_class": len(TOKEN_CLASSES)}
 
 
-def feature_matrix(features: ChainFeatures, feature_set: str) -> torch.Tensor:
-    """The surrogate's input (m, F): log attention means, with surprisal and position when asked."""
-    if feature_set not in FEATURE_SETS:
-        raise ValueError(f"unknown feature set {feature_set!r}; expected one of {FEATURE_SETS}")
-    attention = features.attention.float().clamp(min=1e-6).log()
-    if feature_set == "attention":
-        return attention
-    return torch.cat([attention, features.surprisal.float()[:, None], features.position.float()[:, None]], dim=1)
+def feature_blocks(feature_set: str) -> tuple[str, ...]:
+    """The blocks of a feature set name such as `attention+first_order` (the empty name has none)."""
+    blocks = tuple(feature_set.split("+")) if feature_set else ()
+    unknown = [b for b in blocks if b not in BLOCKS]
+    if unknown or len(set(blocks)) != len(blocks):
+        raise ValueError(f"bad feature set {feature_set!r}: join distinct blocks of {BLOCKS} with '+'")
+    return blocks
+
+
+def feature_width(feature_set: str, layers: int, heads: int) -> int:
+    """How many numbers a candidate's feature row has, for a model of `layers` × `heads` attention heads."""
+    return sum(layers * heads if "attention" in b else _WIDTHS[b] for b in feature_blocks(feature_set))
+
+
+def feature_matrix(raw: dict[str, torch.Tensor], feature_set: str) -> torch.Tensor:
+    """The surrogate's input (m, F) from raw candidate features: log attention means, the other blocks as they are."""
+    columns = []
+    for block in feature_blocks(feature_set):
+        value = raw[block]
+        if "attention" in block:
+            value = value.float().clamp(min=1e-6).log()
+        elif block == "token_class":
+            value = torch.nn.functional.one_hot(value.long(), len(TOKEN_CLASSES))
+        columns.append(value.float().reshape(len(value), -1))
+    if not columns:
+        return torch.zeros(len(raw["prior"]), 0)
+    return torch.cat(columns, dim=1)
+
+
+def token_class_table(tokenizer) -> torch.Tensor:
+    """The coarse class (index into TOKEN_CLASSES) of every token id of `tokenizer`."""
+    table = torch.empty(len(tokenizer), dtype=torch.long)
+    for token_id in range(len(tokenizer)):
+        text = tokenizer.decode([token_id])
+        stripped = text.strip()
+        if "\n" in text:
+            kind = "newline"
+        elif any(c.isdigit() for c in stripped):
+            kind = "digit"
+        elif stripped and all(c in "+-*/=×÷^%$<>()" for c in stripped):
+            kind = "operator"
+        elif stripped and all(not c.isalnum() for c in stripped):
+            kind = "punctuation"
+        elif stripped.isalpha():
+            kind = "word" if text[:1].isspace() else "piece"
+        else:
+            kind = "other"
+        table[token_id] = TOKEN_CLASSES.index(kind)
+    return table
 
 
 def attention_modules(model) -> list[torch.nn.Module]:
@@ -64,53 +106,84 @@ def received_from_later(weights: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
+def attention_implementation(model, name: str) -> Iterator[None]:
+    """Run the block with the model's attention switched to `name` (e.g. eager, to read weights)."""
+    before = model.config._attn_implementation
+    if before != name:
+        model.set_attn_implementation(name)
+    try:
+        yield
+    finally:
+        if before != name:
+            model.set_attn_implementation(before)
+
+
+@contextmanager
 def recording_received_attention(model) -> Iterator[dict[int, torch.Tensor]]:
-    """Inside the block, each forward pass stores {layer: (batch, heads, T) received-attention means}."""
+    """Inside the block, each forward pass (eager attention) stores {layer: (batch, heads, T) received means}."""
     store: dict[int, torch.Tensor] = {}
 
     def hook(module, args, output):
         weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
         if weights is None:
-            raise RuntimeError("attention weights are not available: load the model with attn_implementation=eager")
+            raise RuntimeError("attention weights are not available: run the pass with eager attention")
         store[module.layer_idx] = received_from_later(weights)
 
     handles = [m.register_forward_hook(hook) for m in attention_modules(model)]
-    try:
-        yield store
-    finally:
-        for handle in handles:
-            handle.remove()
+    with attention_implementation(model, "eager"):
+        try:
+            yield store
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
-def stack_features(store: dict[int, torch.Tensor], positions: torch.Tensor) -> torch.Tensor:
-    """(len(positions), layers · heads) features of the given sequence positions, batch row 0."""
+def stack_attention(store: dict[int, torch.Tensor], positions: torch.Tensor) -> torch.Tensor:
+    """(len(positions), layers · heads) received attention of the given sequence positions, batch row 0."""
     per_layer = torch.stack([store[layer][0][:, positions] for layer in sorted(store)])  # (L, H, n)
     return per_layer.permute(2, 0, 1).reshape(len(positions), -1).cpu()
 
 
-@torch.inference_mode()
-def reasoning_features(model, ids: torch.Tensor, prompt_len: int, n_reasoning: int) -> ChainFeatures:
-    """Features of all reasoning tokens of one chain, from one forward pass."""
-    device = next(model.parameters()).device
-    ids = ids.to(device)
-    rows = torch.arange(prompt_len - 1, prompt_len + n_reasoning - 1, device=device)
-    with recording_received_attention(model) as store:
-        logits = model(input_ids=ids[None], logits_to_keep=rows).logits[0]
-    return ChainFeatures(
-        attention=stack_features(store, rows + 1),
-        surprisal=-target_logprobs(logits, ids[rows + 1]).float().cpu(),
-        position=torch.arange(n_reasoning) / max(n_reasoning - 1, 1),
-    )
+def row_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of the softmax of each row."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
 
 
 def candidate_features(
-    store: dict[int, torch.Tensor], base: BasePass, n_reasoning: int, candidates: torch.Tensor
-) -> ChainFeatures:
-    """Features of `candidates` (reasoning positions) from a recorded packed-scorer base pass."""
-    positions = base.prompt_len + candidates
-    surprisal = -(base.logits[candidates, base.ids[positions]].double() - base.norm[candidates])
-    return ChainFeatures(
-        attention=stack_features(store, positions),
-        surprisal=surprisal.float().cpu(),
-        position=candidates.cpu() / max(n_reasoning - 1, 1),
-    )
+    store: dict[int, torch.Tensor],
+    base: BasePass,
+    n_reasoning: int,
+    candidates: torch.Tensor,
+    blocks: tuple[str, ...] = BLOCKS,
+    classes: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Raw features of `candidates` (reasoning indices) from a base pass recorded with attention on.
+
+    Returns each block in `blocks` (on the CPU) plus `prior`, the first-order scores f (float64).
+    Rows of `base.logits`, `logprobs` and `skip` are indexed by reasoning index: row j predicts x_q.
+    """
+    j = candidates.to(base.prefix.device)
+    positions = base.prompt_len + j
+    prior = base.first_order(j)
+    raw = {"prior": prior.cpu()}
+    if "attention" in blocks:
+        raw["attention"] = stack_attention(store, positions)
+    if "next_attention" in blocks:
+        raw["next_attention"] = stack_attention(store, positions + 1)
+    if "surprisal" in blocks:
+        raw["surprisal"] = -base.logprobs[j].float().cpu()
+    if "first_order" in blocks:
+        if base.logits is None:
+            raise ValueError("first_order features need the base pass's logit rows; do not split the base pass")
+        entropy_q, entropy_next = row_entropy(base.logits[j]), row_entropy(base.logits[j + 1])
+        terms = (-base.logprobs[j], base.logprobs[j + 1], base.skip[j], entropy_q, entropy_next, prior - base.objective)
+        raw["first_order"] = torch.stack([t.float() for t in terms], dim=1).cpu()
+    if "position" in blocks:
+        after = len(base.ids) - 1 - positions
+        raw["position"] = torch.stack([j.float() / max(n_reasoning - 1, 1), after.float().log1p()], dim=1).cpu()
+    if "token_class" in blocks:
+        if classes is None:
+            raise ValueError("token_class features need the tokenizer's class table (token_class_table)")
+        raw["token_class"] = classes[base.ids[positions].cpu()]
+    return raw

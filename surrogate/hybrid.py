@@ -1,24 +1,38 @@
-"""The hybrid scorer: the surrogate shortlists candidates, the packed scorer verifies only the shortlist.
+"""The hybrid scorer: the surrogate ranks candidates, the packed scorer verifies only what the ranking leaves open.
 
-Each step runs one base pass with attention recording on: its attention maps give the features, and
-its KV cache and log-probs are the packed scorer's base, so nothing is computed twice (DESIGN.md §5).
-Candidates off the shortlist score -inf, so greedy deletes the best verified one. With k at least the
-number of candidates this is exact greedy, computation for computation.
+Each step runs one base pass. When the surrogate reads attention, only that pass records it (eager
+attention, column means taken in hooks); its KV cache and log-probs are the packed scorer's base, and
+its first-order scores f(q) the residual surrogate's prior, so nothing is computed twice (DESIGN.md §5).
+The verification passes run with the fast attention kernel (`verify_attention`, sdpa by default).
+
+Verification is either the surrogate's top `k`, or adaptive (`epsilon` set): down the ranking in
+rounds until the best verified score is safe by a calibrated margin, at most `k_max` candidates
+(surrogate/verification.py). Unverified candidates score -inf, so greedy deletes the best verified
+one. With k (or k_max and ε = 0) at least the number of candidates this is exact greedy.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 
 from exact.scorers import PackedScorer, Scorer, Scores
-from surrogate.features import candidate_features, feature_matrix, recording_received_attention
+from surrogate.features import (
+    attention_implementation,
+    candidate_features,
+    feature_blocks,
+    feature_matrix,
+    recording_received_attention,
+    token_class_table,
+)
 from surrogate.models import Surrogate
+from surrogate.verification import margin_for, top_k, verify_adaptively
 
 
 class HybridScorer(Scorer):
-    """Surrogate top-k shortlist, verified exactly; `k=1` lets the surrogate alone choose."""
+    """Surrogate-ranked candidates, verified exactly: a fixed top `k`, or adaptively to miss rate `epsilon`."""
 
     name = "hybrid"
 
@@ -28,27 +42,71 @@ class HybridScorer(Scorer):
         surrogate: Surrogate,
         objective: str = "joint",
         k: int = 8,
+        epsilon: float | None = None,
+        k_max: int | None = None,
         token_budget: int = 1024,
         row_tokens: int = 256,
+        tokenizer=None,
+        verify_attention: str = "sdpa",
     ):
         super().__init__(model, objective, token_budget)
         if k < 1:
             raise ValueError(f"shortlist size k must be at least 1, got {k}")
+        if k_max is not None and k_max < 1:
+            raise ValueError(f"k_max must be at least 1, got {k_max}")
         self.exact = PackedScorer(model, objective, token_budget, row_tokens)
         self.surrogate = surrogate.eval()
-        self.k = k
+        self.blocks = feature_blocks(surrogate.feature_set)
+        if "token_class" in self.blocks and tokenizer is None:
+            raise ValueError("the surrogate's token_class features need the pruner's tokenizer")
+        self.classes = token_class_table(tokenizer) if "token_class" in self.blocks else None
+        self.k, self.epsilon, self.k_max = k, epsilon, k_max
+        self.margin = None if epsilon is None else margin_for(surrogate.calibration, epsilon)
+        self.verify_attention = verify_attention
 
     def settings(self) -> dict:
-        return {"scorer": self.name, "shortlist_k": self.k}
+        """The surrogate and the verification policy, plus the inner packed scorer's budgets after a back-off."""
+        policy = {"shortlist_k": self.k}
+        if self.epsilon is not None:
+            policy = {"epsilon": self.epsilon, "k_max": self.k_max, "margin_nats": self.margin}
+        inner = {key: value for key, value in self.exact.settings().items() if key != "scorer"}
+        surrogate = {"surrogate": self.surrogate.config["kind"], "feature_set": self.surrogate.feature_set}
+        return {"scorer": self.name, **surrogate, **policy, **inner}
+
+    @torch.inference_mode()
+    def objective(self, ids: torch.Tensor, prompt_len: int, n_reasoning: int) -> Scores:
+        return self.exact.objective(ids, prompt_len, n_reasoning)
 
     @torch.inference_mode()
     def score(self, ids, prompt_len, n_reasoning, candidates):
-        with recording_received_attention(self.model) as attention:
+        reads_attention = any("attention" in block for block in self.blocks)
+        with recording_received_attention(self.model) if reads_attention else nullcontext({}) as store:
             base = self.exact.base_pass(ids, prompt_len, n_reasoning)
-        features = candidate_features(attention, base, n_reasoning, candidates.to(base.ids.device))
-        predicted = self.surrogate(feature_matrix(features, self.surrogate.config["feature_set"]))
-        shortlist = torch.sort(torch.sort(-predicted, stable=True).indices[: self.k]).values
-        verified = self.exact.score_from(base, candidates[shortlist])
+        raw = candidate_features(store, base, n_reasoning, candidates, self.blocks, self.classes)
+        del store
+        predicted = self.surrogate(feature_matrix(raw, self.surrogate.feature_set), raw["prior"])
+        cost = {"tokens": base.tokens, "passes": base.passes}
+
+        def verify(chosen: torch.Tensor) -> torch.Tensor:
+            scores = self.exact.score_from(base, candidates[chosen])
+            cost["tokens"] += scores.tokens
+            cost["passes"] += scores.passes
+            return scores.values
+
+        with attention_implementation(self.model, self.verify_attention):
+            if self.epsilon is None:
+                chosen = top_k(predicted, self.k)
+                verified = verify(chosen)
+            else:
+                calibration = self.surrogate.calibration or {}
+                chosen, verified = verify_adaptively(
+                    predicted,
+                    verify,
+                    self.margin,
+                    calibration.get("scale", 1.0),
+                    calibration.get("round_size", 2),
+                    self.k_max,
+                )
         values = torch.full((len(candidates),), -math.inf, dtype=torch.float64)
-        values[shortlist] = verified.values
-        return Scores(values, tokens=base.tokens + verified.tokens, passes=1 + verified.passes, current=base.objective)
+        values[chosen] = verified.double()
+        return Scores(values, cost["tokens"], cost["passes"], current=base.objective, verified=len(chosen))

@@ -1,8 +1,12 @@
-"""Surrogate models: features of a candidate -> a score that ranks candidates within a step.
+"""Surrogate models: features of a candidate -> a score that ranks the candidates of one greedy step.
 
-`mlp` is the paper's two-layer MLP; `linear` is the AT2-style ablation, one weight per feature (per
-layer × head) and no bias. Inputs are standardised with statistics of the training set, stored in
-the model with its feature set, so a checkpoint is self-contained.
+- `mlp`: the paper's two-layer MLP; `linear`: the AT2-style ablation, one weight per feature and no bias.
+- `residual=True` adds the model's output to the candidate's first-order score f(q), so the network
+  learns only the residual s(q) − f(q): the deletion's effect on the tokens after the next one.
+- `first_order`: no network at all; it ranks by f(q), the free baseline every model must beat.
+
+Inputs are standardised with statistics of the training set, stored in the model with its feature
+set and its calibration (`surrogate.calibration`), so a checkpoint is self-contained.
 """
 
 from __future__ import annotations
@@ -13,40 +17,68 @@ from typing import Any
 import torch
 from torch import nn
 
-from surrogate.features import FEATURE_SETS
+from surrogate.features import feature_blocks
 
-KINDS = ("mlp", "linear")
+KINDS = ("mlp", "linear", "first_order")
 
 
 class Surrogate(nn.Module):
-    """Scores candidates from their (layers · heads) attention features; higher = safer to delete."""
+    """Scores candidates from their feature rows (and first-order scores); higher = safer to delete."""
 
-    def __init__(self, n_features: int, kind: str = "mlp", hidden: int = 256, feature_set: str = "attention"):
+    def __init__(
+        self,
+        n_features: int,
+        kind: str = "mlp",
+        hidden: int = 256,
+        feature_set: str = "attention",
+        residual: bool = False,
+    ):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown surrogate kind {kind!r}; expected one of {KINDS}")
-        if feature_set not in FEATURE_SETS:
-            raise ValueError(f"unknown feature set {feature_set!r}; expected one of {FEATURE_SETS}")
-        self.config = {"n_features": n_features, "kind": kind, "hidden": hidden, "feature_set": feature_set}
+        feature_blocks(feature_set)  # validates the name
+        if kind == "first_order":
+            n_features, feature_set, residual = 0, "", True
+        self.config = {
+            "n_features": n_features,
+            "kind": kind,
+            "hidden": hidden,
+            "feature_set": feature_set,
+            "residual": residual,
+        }
+        self.calibration: dict[str, Any] | None = None  # set by surrogate.calibration.calibrate
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("std", torch.ones(n_features))
         if kind == "mlp":
             self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(), nn.Linear(hidden, 1))
-        else:
+        elif kind == "linear":
             self.net = nn.Linear(n_features, 1, bias=False)
+        else:
+            self.net = None
+
+    @property
+    def feature_set(self) -> str:
+        return self.config["feature_set"]
 
     def fit_normalizer(self, features: torch.Tensor) -> None:
         """Standardise inputs with the mean and std of the training features."""
         self.mean.copy_(features.float().mean(0))
         self.std.copy_(features.float().std(0).clamp(min=1e-6))
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net((features.float() - self.mean) / self.std).squeeze(-1)
+    def forward(self, features: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted scores (float64); `prior` (the first-order scores) is needed when the model is residual."""
+        if self.config["residual"] and prior is None:
+            raise ValueError("a residual surrogate needs the candidates' first-order scores (prior)")
+        if self.net is None:
+            return prior.double()
+        out = self.net((features.float() - self.mean) / self.std).squeeze(-1).double()
+        return out + prior.double().to(out.device) if self.config["residual"] else out
 
     def save(self, path: str | Path, meta: dict[str, Any]) -> None:
-        """Write weights, architecture and `meta` (pruner model, feature set, metrics …) to one file."""
+        """Write weights, architecture, calibration and `meta` (pruner model, metrics …) to one file."""
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"config": self.config, "state_dict": self.state_dict(), "meta": meta}, path)
+        blob = {"config": self.config, "state_dict": self.state_dict(), "calibration": self.calibration, "meta": meta}
+        torch.save(blob, path)
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[Surrogate, dict[str, Any]]:
@@ -54,4 +86,5 @@ class Surrogate(nn.Module):
         blob = torch.load(path, map_location="cpu", weights_only=True)
         model = cls(**blob["config"])
         model.load_state_dict(blob["state_dict"])
+        model.calibration = blob.get("calibration")
         return model.eval(), blob["meta"]

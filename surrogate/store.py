@@ -5,9 +5,11 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from surrogate.features import feature_width
 from surrogate.models import Surrogate
 
 DEFAULT = "default"
+FIRST_ORDER = "first_order"  # no file: rank by f(q), uncalibrated (train_surrogate surrogate=first_order calibrates it)
 _SHIPPED = {"embedded:smollm2": "smollm2-mlp.pt"}
 
 
@@ -20,14 +22,31 @@ def surrogate_path(path: str, pruner_model: str) -> Path:
     return Path(str(resources.files("surrogate") / "default" / _SHIPPED[pruner_model]))
 
 
-def load_surrogate(path: str, pruner_model: str) -> tuple[Surrogate, dict]:
-    """(surrogate, meta), refusing a surrogate trained on another pruner model's attention."""
+def load_surrogate(path: str, pruner_model: str, model=None) -> tuple[Surrogate, dict]:
+    """(surrogate, meta) of a file, `default` (shipped) or `first_order`; refuses one made for another pruner model.
+
+    With `model`, also refuses one whose feature set does not give the input width it was trained on
+    for this model's layers and heads (a checkpoint of another architecture or feature definition).
+    """
+    if path == FIRST_ORDER:
+        return Surrogate(0, "first_order"), {"pruner": pruner_model, "kind": "first_order"}
     file = surrogate_path(path, pruner_model)
     if not file.exists():
         raise FileNotFoundError(f"surrogate checkpoint {file} does not exist")
-    surrogate, meta = Surrogate.load(file)
+    try:
+        surrogate, meta = Surrogate.load(file)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"surrogate checkpoint {file} cannot be read by this version: {err}") from err
     if meta.get("pruner") != pruner_model:
         raise ValueError(
             f"surrogate {file} was trained on the attention of {meta.get('pruner')!r}, not of {pruner_model!r}"
         )
+    if model is not None:
+        config = model.config
+        width = feature_width(surrogate.feature_set, config.num_hidden_layers, config.num_attention_heads)
+        if width != surrogate.config["n_features"]:
+            raise ValueError(
+                f"surrogate {file} takes {surrogate.config['n_features']} features, but its feature set "
+                f"{surrogate.feature_set!r} gives {width} for this model; retrain it with +experiment=train_surrogate"
+            )
     return surrogate, meta

@@ -16,9 +16,10 @@ from surrogate.models import Surrogate
 
 @dataclass
 class GroupBatch:
-    """Several groups flattened: features (N, F), labels (N,), and each row's group index."""
+    """Several groups flattened: features (N, F), first-order scores and labels (N,), and each row's group index."""
 
     features: torch.Tensor
+    prior: torch.Tensor
     labels: torch.Tensor
     group: torch.Tensor
     n_groups: int
@@ -28,6 +29,7 @@ def collate(groups: list[Group]) -> GroupBatch:
     sizes = torch.tensor([len(g.labels) for g in groups])
     return GroupBatch(
         features=torch.cat([g.features for g in groups]).float(),
+        prior=torch.cat([g.prior for g in groups]),
         labels=torch.cat([g.labels for g in groups]),
         group=torch.repeat_interleave(torch.arange(len(groups)), sizes),
         n_groups=len(groups),
@@ -61,7 +63,7 @@ class GroupDataModule(L.LightningDataModule):
 
 
 class SurrogateModule(L.LightningModule):
-    """Trains `Surrogate` with 1 − Pearson per group; logs `val_pearson` (mean over varying groups)."""
+    """Trains `Surrogate` with 1 − Pearson per group (of its prediction, f + g when residual); logs `val_pearson`."""
 
     def __init__(self, surrogate: Surrogate, lr: float = 1e-3, weight_decay: float = 1e-2, max_steps: int = 1000):
         super().__init__()
@@ -70,12 +72,13 @@ class SurrogateModule(L.LightningModule):
         self._val_r: list[torch.Tensor] = []
 
     def training_step(self, batch: GroupBatch, batch_idx: int) -> torch.Tensor:
-        loss = pearson_loss(self.surrogate(batch.features), batch.labels, batch.group, batch.n_groups)
+        loss = pearson_loss(self.surrogate(batch.features, batch.prior), batch.labels, batch.group, batch.n_groups)
         self.log("train_loss", loss, batch_size=batch.n_groups, prog_bar=True)
         return loss
 
     def validation_step(self, batch: GroupBatch, batch_idx: int) -> None:
-        r, valid = group_pearson(self.surrogate(batch.features), batch.labels, batch.group, batch.n_groups)
+        predicted = self.surrogate(batch.features, batch.prior)
+        r, valid = group_pearson(predicted, batch.labels, batch.group, batch.n_groups)
         self._val_r.append(r[valid].detach().cpu())
 
     def on_validation_epoch_end(self) -> None:

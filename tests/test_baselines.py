@@ -34,9 +34,10 @@ def test_h2o_sums_attention_received_from_later_tokens(tokenizer, segments):
     assert torch.allclose(h2o_scores(model, segments), expected.detach(), atol=1e-5)
 
 
-def test_h2o_needs_eager_attention(tokenizer, segments):
-    with pytest.raises(RuntimeError, match="attn_implementation=eager"):
-        h2o_scores(tiny_llama(vocab_size=len(tokenizer), attn="sdpa"), segments)
+def test_h2o_reads_eager_attention_on_an_sdpa_model(tokenizer, segments):
+    sdpa, eager = (tiny_llama(vocab_size=len(tokenizer), attn=attn) for attn in ("sdpa", "eager"))
+    assert torch.allclose(h2o_scores(sdpa, segments), h2o_scores(eager, segments), atol=1e-6)
+    assert sdpa.config._attn_implementation == "sdpa"  # switched for the pass only
 
 
 def test_surprisal_is_the_negative_teacher_forced_log_prob(tokenizer, segments):

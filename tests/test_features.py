@@ -1,4 +1,4 @@
-"""Attention features equal a direct computation from `output_attentions`."""
+"""Candidate features from the base pass equal direct computations; the first-order decomposition is exact."""
 
 from __future__ import annotations
 
@@ -6,52 +6,107 @@ import pytest
 import torch
 
 from conftest import tiny_llama, tiny_qwen2
-from exact.scorers import PackedScorer
-from surrogate.features import candidate_features, feature_matrix, reasoning_features, recording_received_attention
+from exact.scorers import PackedScorer, scored_from
+from surrogate.features import (
+    BLOCKS,
+    TOKEN_CLASSES,
+    candidate_features,
+    feature_blocks,
+    feature_matrix,
+    feature_width,
+    recording_received_attention,
+    token_class_table,
+)
+
+
+def chain(seed: int, length: int = 30):
+    return torch.randint(0, 128, (length,), generator=torch.Generator().manual_seed(seed))
+
+
+def recorded(model, ids, prompt_len, n, objective="joint"):
+    with recording_received_attention(model) as store:
+        base = PackedScorer(model, objective).base_pass(ids, prompt_len, n)
+    return store, base
 
 
 @pytest.mark.parametrize("build", [tiny_llama, tiny_qwen2], ids=["llama", "qwen2"])
-def test_features_match_output_attentions(build):
-    model = build(attn="eager")
-    ids = torch.randint(0, 128, (30,), generator=torch.Generator().manual_seed(0))
-    prompt_len, n = 8, 15
-    features = reasoning_features(model, ids, prompt_len, n).attention
+def test_attention_features_match_output_attentions(build):
+    model = build(attn="sdpa")  # the recording switches the base pass to eager, and back
+    ids, prompt_len, n = chain(0), 8, 15
+    candidates = torch.arange(n)
+    store, base = recorded(model, ids, prompt_len, n)
+    assert model.config._attn_implementation == "sdpa"
+    raw = candidate_features(store, base, n, candidates, ("attention", "next_attention"))
     layers, heads = model.config.num_hidden_layers, model.config.num_attention_heads
-    assert features.shape == (n, layers * heads)
+    assert raw["attention"].shape == raw["next_attention"].shape == (n, layers * heads)
 
+    model.set_attn_implementation("eager")
     with torch.no_grad():
         maps = model(input_ids=ids[None], output_attentions=True).attentions
     for j in range(n):
         p = prompt_len + j
         for layer in range(layers):
             for head in range(heads):
-                expected = maps[layer][0, head, p + 1 :, p].mean()
-                assert torch.isclose(features[j, layer * heads + head], expected, atol=1e-6)
+                column = layer * heads + head
+                assert torch.isclose(raw["attention"][j, column], maps[layer][0, head, p + 1 :, p].mean(), atol=1e-6)
+                expected_next = maps[layer][0, head, p + 2 :, p + 1].mean()
+                assert torch.isclose(raw["next_attention"][j, column], expected_next, atol=1e-6)
 
 
-def test_sdpa_model_is_refused():
-    with pytest.raises(RuntimeError, match="attn_implementation=eager"):
-        reasoning_features(tiny_llama(attn="sdpa"), torch.arange(10), 2, 4)
-
-
-def test_surprisal_and_position_features_match_the_hybrids_base_pass():
-    model = tiny_llama(attn="eager")
-    ids = torch.randint(0, 128, (30,), generator=torch.Generator().manual_seed(1))
-    prompt_len, n = 8, 15
-    direct = reasoning_features(model, ids, prompt_len, n)
+def test_first_order_position_and_class_features(tokenizer):
+    model = tiny_llama(vocab_size=len(tokenizer))
+    prompt, reasoning = "<|im_start|>user\nHow many?<|im_end|>\n<|im_start|>assistant\n", "12 + 30 = 42 apples.\n"
+    ids = torch.tensor(tokenizer(prompt + reasoning + "42", add_special_tokens=False)["input_ids"])
+    prompt_len, n = len(tokenizer(prompt, add_special_tokens=False)["input_ids"]), len(reasoning)
+    store, base = recorded(model, ids, prompt_len, n)
+    classes = token_class_table(tokenizer)
+    candidates = torch.tensor([0, 3, 6, 13, 19, 20])
+    raw = candidate_features(store, base, n, candidates, BLOCKS, classes)
     with torch.no_grad():
-        logprobs = torch.log_softmax(model(input_ids=ids[None]).logits[0].double(), -1)
-    expected = -logprobs[prompt_len - 1 : prompt_len + n - 1].gather(1, ids[prompt_len : prompt_len + n, None])[:, 0]
-    assert torch.allclose(direct.surprisal.double(), expected, atol=1e-4)
+        logp = torch.log_softmax(model(input_ids=ids[None]).logits[0].double(), -1)
+    q = prompt_len + candidates
+    own, following = logp[q - 1, ids[q]], logp[q, ids[q + 1]]
+    skip = logp[q - 1, ids[q + 1]]
+    entropy = -(logp.exp() * logp).sum(-1)
+    expected = torch.stack([-own, following, skip, entropy[q - 1], entropy[q]], dim=1)
+    assert torch.allclose(raw["first_order"][:, :5].double(), expected, atol=1e-4)
+    assert torch.allclose(raw["surprisal"].double(), -own, atol=1e-4)
+    assert torch.allclose(raw["first_order"][:, 5].double(), raw["prior"] - base.objective, atol=1e-4)
+    assert torch.allclose(raw["position"][:, 0], candidates / (n - 1))
+    assert torch.allclose(raw["position"][:, 1], (len(ids) - 1 - q).float().log1p())
+    names = [TOKEN_CLASSES[c] for c in raw["token_class"]]
+    assert [tokenizer.decode([t]) for t in ids[q]] == ["1", "+", "0", "a", ".", "\n"]
+    assert names == ["digit", "operator", "digit", "piece", "punctuation", "newline"]
 
-    candidates = torch.tensor([0, 3, 14])
-    with recording_received_attention(model) as store:
-        base = PackedScorer(model).base_pass(ids, prompt_len, n)
-    from_base = candidate_features(store, base, n, candidates)
-    assert torch.allclose(from_base.attention, direct.attention[candidates], atol=1e-6)
-    assert torch.allclose(from_base.surprisal, direct.surprisal[candidates], atol=1e-4)
-    assert torch.equal(from_base.position, direct.position[candidates])
+    matrix = feature_matrix(raw, "+".join(BLOCKS))
+    assert matrix.shape == (6, feature_width("+".join(BLOCKS), 2, 4)) == (6, 2 * 8 + 6 + 1 + 2 + len(TOKEN_CLASSES))
+    assert feature_matrix(raw, "").shape == (6, 0)
 
-    assert feature_matrix(direct, "attention").shape == (n, 8)
-    both = feature_matrix(direct, "attention+surprisal")
-    assert both.shape == (n, 10) and torch.equal(both[:, -1], direct.position)
+
+@pytest.mark.parametrize("objective", ["joint", "answer"])
+def test_prefix_and_skip_are_the_candidate_sequence_through_the_next_token(objective):
+    """prefix(q) + skip(q) = the candidate sequence's scored log-probs summed through position q+1."""
+    model = tiny_llama()
+    ids, prompt_len, n = chain(3, 40), 9, 25
+    base = PackedScorer(model, objective).base_pass(ids, prompt_len, n)
+    candidates = torch.arange(n)
+    head = base.head(candidates)
+    for j in candidates.tolist():
+        q = prompt_len + j
+        shorter = torch.cat([ids[:q], ids[q + 1 :]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=shorter[None]).logits[0].double(), -1)
+        start = scored_from(objective, prompt_len, n - 1)
+        positions = torch.arange(start, max(start, q + 1))  # the shorter sequence up to the old q+1 (now at q)
+        expected = logp[positions - 1, shorter[positions]].sum()
+        assert torch.isclose(head[j], expected, atol=1e-4), j
+    # f(q) is exact when the later tokens' log-probs do not change: the last reasoning token before a
+    # one-token answer has none.
+    assert torch.allclose(base.first_order(candidates) - head, base.prefix[-1] - base.prefix[candidates + 2])
+
+
+def test_feature_set_names_are_checked():
+    assert feature_blocks("attention+first_order") == ("attention", "first_order")
+    for bad in ("attention+attention", "attention+colour", "attention+"):
+        with pytest.raises(ValueError, match="bad feature set"):
+            feature_blocks(bad)

@@ -16,7 +16,9 @@ from src.run import run_task
 from surrogate.hybrid import HybridScorer
 from surrogate.models import Surrogate
 from surrogate.store import load_surrogate
+from surrogate.verification import calibrate, margin_for, verify_adaptively
 
+RICH = "attention+next_attention+first_order+position+token_class"
 REASONINGS = ["3 + 4 = 7, so 7 pens.", "2 * 5 = 10 apples.", "9 - 3 = 6 left.", "8 / 2 = 4 each.", "1 + 1 = 2 cats."]
 
 
@@ -39,38 +41,62 @@ def labels(tmp_path_factory, tiny_model_dir) -> Path:
 
 def surrogate_overrides(tiny_model_dir: str, labels: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "model=hf", f"model.path={tiny_model_dir}", "data=jsonl", "data.path=unused", f"surrogate.labels={labels}",
+        "model=hf", f"model.path={tiny_model_dir}", "data=jsonl", "data.path=unused", f"surrogate.labels=[{labels}]",
         f"surrogate.feature_cache={out / 'features'}", f"output_dir={out}", "logger=none", "runtime.progress=false",
         "surrogate.max_steps=6", "surrogate.val_every_steps=2", "surrogate.groups_per_batch=4", "surrogate.hidden=16",
         *extra,
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("kind, feature_set", [("mlp", "attention"), ("linear", "attention+surprisal")])
-def test_train_and_evaluate_a_surrogate(tmp_path, tiny_model_dir, labels, kind, feature_set):
+@pytest.mark.parametrize(
+    "kind, feature_set, residual",
+    [("mlp", "attention", False), ("linear", "attention+surprisal+position", False), ("mlp", RICH, True)],
+)
+def test_train_and_evaluate_a_surrogate(tmp_path, tiny_model_dir, labels, kind, feature_set, residual):
     out = tmp_path / "train"
     overrides = surrogate_overrides(
-        tiny_model_dir, labels, out, f"surrogate={kind}", f"surrogate.feature_set={feature_set}"
-    )
+        tiny_model_dir, labels, out, f"surrogate={kind}", f"surrogate.feature_set={feature_set}",
+        f"surrogate.residual={residual}",
+    )  # fmt: skip
     report = run_task(compose_config("+experiment=train_surrogate", *overrides))
     assert report["records"] == {"train": 4, "val": 1} and report["kind"] == kind
-    assert report["feature_set"] == feature_set
+    assert report["feature_set"] == feature_set and report["residual"] == residual
     assert -1 <= report["val"]["pearson"] <= 1 and 0 <= report["val"]["recall@16"] <= 1
+    assert -1 <= report["val"]["pooled_pearson"] <= 1 and "recall@2" in report["val"]
     assert list((out / "checkpoints").glob("*.ckpt")) and any((out / "features").rglob("*.pt"))
 
-    surrogate, meta = load_surrogate(str(out / "surrogate.pt"), tiny_model_dir)
+    surrogate, meta = load_surrogate(str(out / "surrogate.pt"), tiny_model_dir, tiny_llama())
     assert meta["kind"] == kind and surrogate.config == {**surrogate.config, "kind": kind, "feature_set": feature_set}
+    calibration = surrogate.calibration
+    assert calibration["steps"] == report["steps"]["val"] and calibration["round_size"] == 2
+    misses = [miss for _, miss, _ in calibration["table"]]
+    assert misses[-1] == 0.0 and all(0 <= m <= 1 for m in misses)  # a 100-nat margin verifies everything
 
     evaluated = run_task(
         compose_config(
             "+experiment=eval_surrogate",
             *overrides,
-            f"evaluate.surrogate={out / 'surrogate.pt'}",
-            f"evaluate.labels={labels}",
+            f"+evaluate.surrogates.trained={out / 'surrogate.pt'}",
+            "~evaluate.surrogates.shipped",
+            f"evaluate.labels=[{labels}]",
             f"output_dir={tmp_path / 'eval'}",
         )  # fmt: skip
     )
-    assert evaluated["records"] == 5 and set(evaluated) >= {"pearson", "spearman", "recall@1", "recall@8"}
+    assert evaluated["records"] == 5 and set(evaluated["surrogates"]) == {"first_order", "trained"}
+    for row in evaluated["surrogates"].values():
+        assert set(row) >= {"pearson", "spearman", "pooled_pearson", "recall@1", "recall@8"}
+
+
+def test_first_order_surrogate_is_calibrated_without_training(tmp_path, tiny_model_dir, labels):
+    out = tmp_path / "train"
+    report = run_task(
+        compose_config("+experiment=train_surrogate", *surrogate_overrides(tiny_model_dir, labels, out),
+                       "surrogate=first_order")  # fmt: skip
+    )
+    assert report["kind"] == "first_order" and report["best_val_pearson"] is None
+    assert not (out / "checkpoints").exists()
+    surrogate, _ = load_surrogate(str(out / "surrogate.pt"), tiny_model_dir, tiny_llama())
+    assert surrogate.net is None and surrogate.calibration["table"]
 
 
 def test_checkpoint_round_trip_and_wrong_model(tmp_path):
@@ -84,29 +110,82 @@ def test_checkpoint_round_trip_and_wrong_model(tmp_path):
         load_surrogate(str(tmp_path / "s.pt"), "model-b")
 
 
-def test_hybrid_with_every_candidate_is_exact_greedy(tokenizer):
-    model = tiny_llama(vocab_size=len(tokenizer), attn="eager")
+def exact_and_hybrid(tokenizer, surrogate_kind="mlp", **hybrid):
+    """The exact packed record of one chain, and the hybrid's with `hybrid` settings, on one sdpa model."""
+    model = tiny_llama(vocab_size=len(tokenizer))
     n_features = model.config.num_hidden_layers * model.config.num_attention_heads
-    surrogate = Surrogate(n_features, "mlp", hidden=8)
+    surrogate = Surrogate(n_features, surrogate_kind, hidden=8)
     question, reasoning, answer = "How many?", "12 + 30 = 42 apples in all.", "42"
     exact = GreedyPruner(model, tokenizer, scorer=PackedScorer(model, row_tokens=16, token_budget=48))
     expected = exact.prune(question, reasoning, answer, keep_fractions=[0.3], record_scores=True).record
-    hybrid = GreedyPruner(
-        model, tokenizer, scorer=HybridScorer(model, surrogate, k=10_000, row_tokens=16, token_budget=48)
+    scorer = HybridScorer(model, surrogate, row_tokens=16, token_budget=48, **hybrid)
+    got = GreedyPruner(model, tokenizer, scorer=scorer).prune(
+        question, reasoning, answer, keep_fractions=[0.3], record_scores=True
     )
-    got = hybrid.prune(question, reasoning, answer, keep_fractions=[0.3], record_scores=True).record
-    assert got.method == "hybrid" and got.cost["shortlist_k"] == 10_000
+    assert model.config._attn_implementation == "sdpa"  # only the base passes ran eager
+    return expected, got.record
+
+
+def assert_same_greedy(got, expected):
+    """Same deletions; objectives and step scores equal within the scorers' tolerance (eager vs sdpa rounding)."""
     assert got.deletion_order == expected.deletion_order
-    assert got.step_objective == expected.step_objective and got.step_scores == expected.step_scores
+    assert torch.allclose(torch.tensor(got.step_objective), torch.tensor(expected.step_objective), atol=1e-4)
+    for mine, theirs in zip(got.step_scores, expected.step_scores):
+        assert [i for i, _ in mine] == [i for i, _ in theirs]
+        assert torch.allclose(torch.tensor(mine)[:, 1], torch.tensor(theirs)[:, 1], atol=1e-4)
+
+
+def test_hybrid_with_every_candidate_is_exact_greedy(tokenizer):
+    expected, got = exact_and_hybrid(tokenizer, k=10_000)
+    assert got.method == "hybrid" and got.cost["shortlist_k"] == 10_000
+    assert_same_greedy(got, expected)
+    assert got.cost["verified_per_step"] == expected.cost["verified_per_step"]
+
+
+def test_adaptive_with_epsilon_zero_is_exact_greedy(tokenizer):
+    expected, got = exact_and_hybrid(tokenizer, epsilon=0.0, k_max=None)
+    assert got.cost["epsilon"] == 0.0 and got.cost["margin_nats"] == float("inf")
+    assert_same_greedy(got, expected)
+
+
+def test_adaptive_record_reports_candidates_verified(tokenizer):
+    expected, got = exact_and_hybrid(tokenizer, "first_order", epsilon=0.0, k_max=5)
+    assert all(v <= 5 for v in got.cost["verified_per_step"]) and len(got.cost["verified_per_step"]) == len(
+        got.deletion_order
+    )
+    for step, verified in zip(got.step_scores, got.cost["verified_per_step"]):
+        assert len({score for _, score in step}) <= verified
+
+
+def test_a_perfect_ranking_stops_verifying_early():
+    torch.manual_seed(0)
+    steps = [torch.randn(40, dtype=torch.float64) * 3 for _ in range(30)]
+    noisy = [labels + torch.randn(40, dtype=torch.float64) * 3 for labels in steps]
+    chosen = {}
+    for name, predictions in {"perfect": steps, "noisy": noisy}.items():
+        calibrated = calibrate(list(zip(predictions, steps)), round_size=2)
+        margin = margin_for(calibrated, 0.1)
+        chosen[name] = [
+            verify_adaptively(p, lambda i, y=y: y[i], margin, calibrated["scale"], 2)[0]
+            for p, y in zip(predictions, steps)
+        ]
+        missed = sum(float(y[c].max()) < float(y.max()) for c, y in zip(chosen[name], steps)) / len(steps)
+        assert missed <= 0.1  # on its calibration steps the simulated miss rate holds
+        assert margin_for(calibrated, 0.0) == float("inf")
+    assert all(len(c) == 2 for c in chosen["perfect"])  # the first round settles it
+    assert sum(map(len, chosen["noisy"])) > 2 * sum(map(len, chosen["perfect"]))
+    everything, values = verify_adaptively(noisy[0], lambda i: steps[0][i], float("inf"), k_max=7)
+    assert len(everything) == 7 and torch.equal(values, steps[0][everything])
 
 
 def test_small_shortlists_verify_only_k_candidates(tokenizer):
-    model = tiny_llama(vocab_size=len(tokenizer), attn="eager")
+    model = tiny_llama(vocab_size=len(tokenizer))
     surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "linear")
     pruner = GreedyPruner(model, tokenizer, scorer=HybridScorer(model, surrogate, k=3))
     record = pruner.prune("q", "a long enough chain of thought", "x", keep_fractions=[0.5], record_scores=True).record
     # three chains verified per step (a run of identical neighbours shares one chain and one score)
     assert all(len({score for _, score in step}) == 3 for step in record.step_scores)
+    assert record.cost["verified_per_step"] == [3] * len(record.deletion_order)
     assert all(v is not None for v in record.step_objective)
     for step, chosen in zip(record.step_scores, record.deletion_order):
         assert chosen == max(step, key=lambda pair: pair[1])[0]
@@ -114,23 +193,41 @@ def test_small_shortlists_verify_only_k_candidates(tokenizer):
 
 def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
     model = tiny_llama()
-    surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "linear")
+    surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "linear", residual=True)
+    torch.manual_seed(0)
+    surrogate.calibration = calibrate([(torch.randn(9), torch.randn(9)) for _ in range(20)])
     surrogate.save(tmp_path / "s.pt", meta={"pruner": tiny_model_dir, "kind": "linear"})
     chains = tmp_path / "chains.jsonl"
+    long = "Then 4 + 4 = 8 and 8 * 2 = 16, so we have 16 pens left over."
     rows = [{"id": f"c{i}", "question": "How many?", "reasoning": r, "answer": "1"} for i, r in enumerate(REASONINGS)]
+    rows.append({"id": "long", "question": "How many?", "reasoning": long, "answer": "16"})
     chains.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    methods = "{f_only: {surrogate: first_order, k: 1}, hybrid_k2: {k: 2}, all: {k: 1000}, adaptive: {epsilon: 0.3}}"
     cfg = compose_config(
         "+experiment=bench_hybrid", "model=hf", f"model.path={tiny_model_dir}", "data=jsonl", f"data.path={chains}",
-        "data.limit=2", "data.reasoning_tokens=[5,40]", f"pruner.surrogate={tmp_path / 's.pt'}", "bench.ks=[2,1000]",
-        f"output_dir={tmp_path / 'out'}", "runtime.progress=false",
+        "data.limit=2", "data.reasoning_tokens=[5,40]", f"pruner.surrogate={tmp_path / 's.pt'}",
+        "~bench.methods", f"+bench.methods={methods}", "bench.long.limit=1", "bench.long.reasoning_tokens=[50,80]", "bench.long.steps=3",
+        f"output_dir={tmp_path / 'out'}", "runtime.progress=false", "logger=none",
     )  # fmt: skip
     report = run_task(cfg)
+    assert json.loads((tmp_path / "out" / "bench_hybrid.json").read_text()) == report
+    assert (tmp_path / "out" / "dial.png").stat().st_size > 0
     methods = report["methods"]
-    assert set(methods) == {"exact_packed", "hybrid_k2", "hybrid_k1000", "surrogate_only"}
-    assert methods["exact_packed"]["speedup_wall"] == 1.0
-    assert methods["hybrid_k1000"]["jaccard"] == {"0.9": 1.0, "0.7": 1.0, "0.5": 1.0}
+    assert set(methods) == {"exact_packed", "f_only", "hybrid_k2", "all", "adaptive"}
+    assert methods["exact_packed"]["speedup_wall"] == 1.0 and methods["exact_packed"]["step_agreement"] == 1.0
+    assert methods["all"]["jaccard"] == {"0.9": 1.0, "0.7": 1.0, "0.5": 1.0}
+    assert methods["all"]["step_agreement"] == 1.0 and abs(methods["all"]["final_objective_gap_nats"]) < 1e-4
     assert methods["hybrid_k2"]["tokens_processed"] < methods["exact_packed"]["tokens_processed"]
-    assert methods["surrogate_only"]["speedup_tokens"] > methods["hybrid_k2"]["speedup_tokens"]
+    assert methods["hybrid_k2"]["verified_per_step"] <= 2 and methods["f_only"]["verified_per_step"] == 1
+    assert methods["f_only"]["speedup_tokens"] > methods["hybrid_k2"]["speedup_tokens"]
+    for row in methods.values():
+        assert 0 <= row["step_agreement"] <= 1 and row["final_objective_gap_nats"] <= 1e-4
+    assert set(report["baselines"]) == {"h2o", "surprisal", "uniform"}
+    assert all(row["objective_gap_nats"]["0.5"] <= 1e-4 for row in report["baselines"].values())
+    long = report["long"]
+    assert [r["id"] for r in long["records"]] == ["long"] and long["steps"] == 3
+    assert long["methods"]["all"]["same_deletions"] == 1.0 and long["methods"]["all"]["step_agreement"] == 1.0
+    assert long["methods"]["hybrid_k2"]["tokens_per_step"] < long["methods"]["exact_packed"]["tokens_per_step"]
 
 
 def test_hybrid_pruner_from_config(tmp_path, tiny_model_dir):
@@ -141,8 +238,10 @@ def test_hybrid_pruner_from_config(tmp_path, tiny_model_dir):
     surrogate.save(tmp_path / "s.pt", meta={"pruner": tiny_model_dir})
     common = ("pruner=hybrid", "model=hf", f"model.path={tiny_model_dir}")
     pruner = load_pruner(*common, f"pruner.surrogate={tmp_path / 's.pt'}", "pruner.k=4")
-    assert pruner.scorer.settings() == {"scorer": "hybrid", "shortlist_k": 4}
-    assert pruner.scorer.model.config._attn_implementation == "eager"
+    assert pruner.scorer.settings() == {
+        "scorer": "hybrid", "surrogate": "mlp", "feature_set": "attention", "shortlist_k": 4
+    }  # fmt: skip
+    assert pruner.scorer.model.config._attn_implementation == "sdpa"  # eager only inside its base passes
     assert pruner.prune("q", "one two three", "x").record.method == "hybrid"
     assert load_pruner(*common, f"pruner.surrogate={tmp_path / 's.pt'}", "pruner.surrogate_only=true").scorer.k == 1
     with pytest.raises(ValueError, match="no shipped surrogate"):

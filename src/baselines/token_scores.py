@@ -27,7 +27,7 @@ def _reasoning_rows(segments: Segments, device: torch.device) -> tuple[torch.Ten
 
 @torch.inference_mode()
 def h2o_scores(model, segments: Segments) -> torch.Tensor:
-    """Total attention received from later positions, summed over layers and heads (needs eager attention)."""
+    """Total attention received from later positions, summed over layers and heads (the pass runs eager)."""
     device = next(model.parameters()).device
     ids, positions = _reasoning_rows(segments, device)
     later = (len(ids) - 1 - positions).clamp(min=1).float()

@@ -1,8 +1,18 @@
-"""`+experiment=bench_hybrid`: exact-packed greedy against the surrogate hybrid at several k, on the same chains.
+"""`+experiment=bench_hybrid`: the hybrid's speed/agreement dial against exact greedy, side by side, one JSON object.
 
-For each method: wall time, tokens processed, speedups over exact, mean Jaccard of the kept sets at
-each keep fraction, and the gap in the final objective. Exact runs with sdpa attention, the hybrid
-with eager attention (its features are attention weights), on one loaded model.
+On the same held-out chains, with one loaded model:
+
+- exact greedy (packed scorer), recording every step's candidate scores: the reference;
+- every method of `bench.methods`: a surrogate (`default`: the shipped one; `first_order`: f(q)
+  alone; or a file) with a fixed k or an adaptive ε (and k_max);
+- the static baselines of `bench.baselines`, for context: their J at each keep fraction.
+
+Per method: wall time, tokens, speedups over exact (wall and tokens), candidates verified per step,
+step agreement (along the exact path, the fraction of steps whose exact argmax is among what the
+method would verify), kept-set Jaccard with exact at each keep fraction on the method's own path,
+and the final J with its gap to exact. `bench.long` repeats exact and the methods for a bounded
+number of steps on long chains: tokens per step and step agreement. The dial (tokens saved against
+agreement) goes to dial.png, and the JSON and plot to W&B.
 """
 
 from __future__ import annotations
@@ -12,16 +22,25 @@ import statistics
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
 from exact import GreedyPruner
-from exact.keep import kept_indices
+from exact.keep import kept_indices, n_kept
+from exact.record import PruneRecord
 from exact.scorers import PackedScorer
-from src.api import build_pruner, load_eager_model, scorer_options, setup_runtime
+from src.analysis.dial import plot_dial
+from src.api import build_pruner, scorer_options, setup_runtime
+from src.baselines import build_baseline
+from src.models import load_model
 from src.tasks.bench_exact import select_chains
+from src.tasks.train_surrogate import groups_of
+from src.tracking import publish, start_tracking
+from surrogate.features import attention_implementation
+from surrogate.groups import Group
 from surrogate.hybrid import HybridScorer
 from surrogate.store import load_surrogate
+from surrogate.verification import margin_for, top_k, verify_adaptively
 
 
 def kept_jaccard(n: int, order: list[int], reference: list[int], keep: float) -> float:
@@ -30,25 +49,56 @@ def kept_jaccard(n: int, order: list[int], reference: list[int], keep: float) ->
     return len(a & b) / len(a | b) if a | b else 1.0
 
 
-def run_method(name: str, pruner: GreedyPruner, chains: list[dict], fractions: list[float], attn: str) -> list:
-    """Prune every chain with `pruner`, its model switched to `attn` attention; the records."""
-    pruner.scorer.model.set_attn_implementation(attn)
+def prune_all(name: str, pruner, chains: list[dict], fractions: list[float], **options) -> list[PruneRecord]:
+    """Prune every chain with `pruner`; the records."""
     return [
-        pruner.prune(c["question"], c["reasoning"], c["answer"], fractions, id=c["id"]).record
+        pruner.prune(c["question"], c["reasoning"], c["answer"], fractions, id=c["id"], **options).record
         for c in tqdm(chains, desc=name, unit="rec")
     ]
 
 
-def summarise(records: list, reference: list, fractions: list[float]) -> dict:
-    wall = sum(r.cost["wall_s"] for r in records)
-    tokens = sum(r.cost["tokens_processed"] for r in records)
-    ref_wall = sum(r.cost["wall_s"] for r in reference)
-    ref_tokens = sum(r.cost["tokens_processed"] for r in reference)
+def objective_at(record: PruneRecord, keep: float) -> float:
+    """J after the deletions that reach `keep`."""
+    return record.step_objective[record.n_reasoning_tokens - n_kept(record.n_reasoning_tokens, keep)]
+
+
+def verified_on(group: Group, predicted: torch.Tensor, method: dict, calibration: dict | None) -> torch.Tensor:
+    """The candidates `method` would verify at this exact-path step (adaptive: with the exact scores as oracle)."""
+    if method.get("epsilon") is None:
+        return top_k(predicted, method.get("k", 8))
+    calibration = calibration or {}
+    margin = margin_for(calibration, method["epsilon"])
+    scale, rounds = calibration.get("scale", 1.0), calibration.get("round_size", 2)
+    return verify_adaptively(predicted, lambda i: group.labels[i], margin, scale, rounds, method.get("k_max"))[0]
+
+
+def step_agreement(groups: list[Group], predictions: list[torch.Tensor], method: dict, calibration) -> float:
+    """Fraction of exact-path steps whose exact best score is among the candidates `method` verifies."""
+    hits = [
+        bool(g.labels[verified_on(g, p, method, calibration)].max() >= g.labels.max() - 1e-9)
+        for g, p in zip(groups, predictions)
+    ]
+    return round(sum(hits) / max(len(hits), 1), 4)
+
+
+def cost_summary(records: list[PruneRecord], reference: list[PruneRecord]) -> dict:
+    wall, tokens = sum(r.cost["wall_s"] for r in records), sum(r.cost["tokens_processed"] for r in records)
+    steps = sum(len(r.deletion_order) for r in records)
+    verified = [v for r in records for v in r.cost["verified_per_step"]]
     return {
         "wall_s": round(wall, 2),
         "tokens_processed": tokens,
-        "speedup_wall": round(ref_wall / wall, 3),
-        "speedup_tokens": round(ref_tokens / tokens, 3),
+        "tokens_per_step": round(tokens / max(steps, 1), 1),
+        "speedup_wall": round(sum(r.cost["wall_s"] for r in reference) / wall, 3),
+        "speedup_tokens": round(sum(r.cost["tokens_processed"] for r in reference) / tokens, 3),
+        "verified_per_step": round(statistics.mean(verified), 2) if verified else None,
+    }
+
+
+def agreement_summary(records: list[PruneRecord], reference: list[PruneRecord], fractions: list[float]) -> dict:
+    last = min(fractions)
+    gaps = [objective_at(r, last) - objective_at(e, last) for r, e in zip(records, reference)]
+    return {
         "jaccard": {
             f"{f:g}": round(
                 statistics.mean(
@@ -59,42 +109,139 @@ def summarise(records: list, reference: list, fractions: list[float]) -> dict:
             )
             for f in fractions
         },
-        "final_objective_gap_nats": round(
-            statistics.mean(r.step_objective[-1] - e.step_objective[-1] for r, e in zip(records, reference)), 4
-        ),
+        "final_objective": round(statistics.mean(objective_at(r, last) for r in records), 4),
+        "final_objective_gap_nats": round(statistics.mean(gaps), 4),
+    }
+
+
+class Methods:
+    """The hybrid variants of `bench.methods` over one model, each with its surrogate loaded once."""
+
+    def __init__(self, cfg: DictConfig, model, tokenizer):
+        self.cfg, self.model, self.tokenizer = cfg, model, tokenizer
+        self.specs = {
+            name: {"surrogate": cfg.pruner.surrogate, **OmegaConf.to_container(spec)}
+            for name, spec in cfg.bench.methods.items()
+        }
+        self.surrogates = {}
+        for spec in self.specs.values():
+            if spec["surrogate"] not in self.surrogates:
+                self.surrogates[spec["surrogate"]] = load_surrogate(spec["surrogate"], cfg.model.path, model)[0]
+
+    def surrogate(self, name: str):
+        return self.surrogates[self.specs[name]["surrogate"]]
+
+    def pruner(self, name: str) -> GreedyPruner:
+        spec, cfg = self.specs[name], self.cfg
+        scorer = HybridScorer(
+            self.model,
+            self.surrogate(name),
+            cfg.pruner.objective,
+            k=spec.get("k", 8),
+            epsilon=spec.get("epsilon"),
+            k_max=spec.get("k_max"),
+            tokenizer=self.tokenizer,
+            **scorer_options(cfg),
+        )
+        return build_pruner(cfg, self.model, self.tokenizer, scorer)
+
+    def agreement(self, reference: list[PruneRecord], exact: GreedyPruner) -> dict[str, float]:
+        """Step agreement of every method along the exact path of `reference` (features cached on disk)."""
+        records = [r.to_json() for r in reference]
+        result, groups = {}, {}
+        for name in self.specs:
+            surrogate = self.surrogate(name)
+            if surrogate.feature_set not in groups:
+                groups[surrogate.feature_set] = groups_of(self.cfg, records, surrogate.feature_set, exact)
+            steps = groups[surrogate.feature_set]
+            with torch.inference_mode():
+                predictions = [surrogate(g.features, g.prior) for g in steps]
+            result[name] = step_agreement(steps, predictions, self.specs[name], surrogate.calibration)
+        return result
+
+
+def baseline_objectives(cfg, model, tokenizer, exact: GreedyPruner, chains, reference, fractions) -> dict:
+    """J of each static baseline's pruned chains at every keep fraction, and its gap to exact greedy's."""
+    out = {}
+    for name in cfg.bench.baselines:
+        settings = cfg.copy()
+        with open_dict(settings):
+            settings.pruner = OmegaConf.merge(settings.pruner, {"name": name, "seed": cfg.runtime.seed})
+        with attention_implementation(model, "eager" if name == "h2o" else model.config._attn_implementation):
+            records = prune_all(name, build_baseline(settings, model, tokenizer), chains, fractions)
+        values = {f"{f:g}": [] for f in fractions}
+        for chain, record in zip(chains, records):
+            segments = exact.encode(chain["question"], chain["reasoning"], chain["answer"])
+            for f in fractions:
+                kept = torch.tensor(kept_indices(record.n_reasoning_tokens, record.deletion_order, f))
+                scores = exact.scorer.objective(segments.with_kept(kept), len(segments.prompt), len(kept))
+                values[f"{f:g}"].append(float(scores.values[0]))
+        out[name] = {
+            "objective": {f: round(statistics.mean(v), 4) for f, v in values.items()},
+            "objective_gap_nats": {
+                f"{f:g}": round(statistics.mean(v - objective_at(e, f) for v, e in zip(values[f"{f:g}"], reference)), 4)
+                for f in fractions
+            },
+        }
+    return out
+
+
+def long_chains(cfg, methods: Methods, exact: GreedyPruner) -> dict | None:
+    """Exact and every method for `bench.long.steps` deletions of long chains: tokens per step, step agreement."""
+    spec = cfg.bench.long
+    if not spec.limit:
+        return None
+    settings = OmegaConf.merge(cfg, {"data": {"reasoning_tokens": list(spec.reasoning_tokens), "limit": spec.limit}})
+    chains = select_chains(exact, settings)
+    bounded = {"max_deletions": spec.steps}
+    reference = prune_all("exact (long)", exact, chains, [spec.keep], record_scores=True, **bounded)
+    results = {"exact_packed": cost_summary(reference, reference)}
+    for name in methods.specs:
+        records = prune_all(f"{name} (long)", methods.pruner(name), chains, [spec.keep], **bounded)
+        results[name] = cost_summary(records, reference)
+        overlap = [len(set(r.deletion_order) & set(e.deletion_order)) / spec.steps for r, e in zip(records, reference)]
+        results[name]["same_deletions"] = round(statistics.mean(overlap), 4)
+    for name, agreement in methods.agreement(reference, exact).items():
+        results[name]["step_agreement"] = agreement
+    return {
+        "records": [{"id": c["id"], "n_reasoning_tokens": c["n"]} for c in chains],
+        "steps": spec.steps,
+        "methods": results,
     }
 
 
 def run(cfg: DictConfig) -> dict:
     setup_runtime(cfg)
     bench, fractions = cfg.bench, [float(f) for f in cfg.pruner.keep_fractions]
-    model, tokenizer = load_eager_model(cfg)
-    surrogate, meta = load_surrogate(cfg.pruner.surrogate, cfg.model.path)
-    options = scorer_options(cfg)
-    exact = build_pruner(cfg, model, tokenizer, PackedScorer(model, cfg.pruner.objective, **options))
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tracker = start_tracking(cfg, out, "bench_hybrid")
+    model, tokenizer = load_model(**cfg.model)
+    exact = build_pruner(cfg, model, tokenizer, PackedScorer(model, cfg.pruner.objective, **scorer_options(cfg)))
+    methods = Methods(cfg, model, tokenizer)
     chains = select_chains(exact, cfg)
 
-    def hybrid(k: int) -> GreedyPruner:
-        return build_pruner(cfg, model, tokenizer, HybridScorer(model, surrogate, cfg.pruner.objective, k=k, **options))
-
-    reference = run_method("exact_packed", exact, chains, fractions, "sdpa")
-    methods = {f"hybrid_k{k}": hybrid(k) for k in bench.ks}
-    if bench.surrogate_only:
-        methods["surrogate_only"] = hybrid(1)
-    results = {"exact_packed": summarise(reference, reference, fractions)}
-    for name, pruner in methods.items():
-        results[name] = summarise(run_method(name, pruner, chains, fractions, "eager"), reference, fractions)
+    reference = prune_all("exact_packed", exact, chains, fractions, record_scores=True)
+    results = {"exact_packed": {**cost_summary(reference, reference), **agreement_summary(reference, reference, fractions)}}
+    for name in methods.specs:
+        records = prune_all(name, methods.pruner(name), chains, fractions)
+        results[name] = {**cost_summary(records, reference), **agreement_summary(records, reference, fractions)}
+    for name, agreement in methods.agreement(reference, exact).items():
+        results[name]["step_agreement"] = agreement
+    results["exact_packed"]["step_agreement"] = 1.0
 
     report = {
         "model": cfg.model.path,
-        "surrogate": {"kind": meta.get("kind"), "val_pearson": meta.get("val", {}).get("pearson")},
         "objective": cfg.pruner.objective,
         "threads": torch.get_num_threads(),
         "records": [{"id": c["id"], "n_reasoning_tokens": c["n"]} for c in chains],
+        "settings": {name: spec for name, spec in methods.specs.items()},
         "methods": results,
+        "baselines": baseline_objectives(cfg, model, tokenizer, exact, chains, reference, fractions),
+        "long": long_chains(cfg, methods, exact),
     }
-    text = json.dumps(report, indent=2)
-    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(cfg.output_dir) / "bench_hybrid.json").write_text(text)
-    print(text)
+    dial = plot_dial(results, min(fractions), out / "dial.png")
+    publish(out, tracker, "bench_hybrid", report, {"bench_hybrid/dial": dial})
+    tracker.finish()
+    print(json.dumps(report, indent=2))
     return report

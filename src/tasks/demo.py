@@ -7,7 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from src.api import build_pruner, load_eager_model, scorer_options
+from src.api import build_pruner, scorer_options
+from src.models import load_model
 from src.outputs import RecordWriter
 from src.tasks import prune
 from src.tasks.bench_hybrid import kept_jaccard
@@ -20,19 +21,22 @@ def run(cfg: DictConfig) -> dict:
     settings = cfg.demo
     if not settings.hybrid_k:
         return summary
+    model, tokenizer = load_model(**cfg.model)
     try:
-        surrogate, _ = load_surrogate(settings.surrogate, cfg.model.path)
+        surrogate, _ = load_surrogate(settings.surrogate, cfg.model.path, model)
     except (FileNotFoundError, ValueError) as err:
         print(f"\nSkipping the hybrid comparison: {err}")
         return summary
     out = Path(cfg.output_dir)
     exact = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
-    model, tokenizer = load_eager_model(cfg)
-    scorer = HybridScorer(model, surrogate, cfg.pruner.objective, k=settings.hybrid_k, **scorer_options(cfg))
+    scorer = HybridScorer(
+        model, surrogate, cfg.pruner.objective, k=settings.hybrid_k, tokenizer=tokenizer, **scorer_options(cfg)
+    )
     pruner = build_pruner(cfg, model, tokenizer, scorer)
     keep = min(cfg.pruner.keep_fractions)
     print(
-        f"\nHybrid: the surrogate shortlists {settings.hybrid_k} candidates per step, the exact scorer verifies them."
+        f"\nHybrid: the {surrogate.config['kind']} surrogate ranks the candidates (f(q) + a learned residual"
+        f" when residual), the exact scorer verifies its top {settings.hybrid_k}."
     )
     rows = []
     with RecordWriter(out / "hybrid.jsonl") as writer:

@@ -1,4 +1,8 @@
-"""`+experiment=eval_surrogate`: ranking quality of a surrogate on held-out labelled records, as JSON."""
+"""`+experiment=eval_surrogate`: ranking quality of surrogates on held-out labelled records, as JSON.
+
+`evaluate.surrogates` names each surrogate to report side by side (`default`, a trained file, or
+`first_order` for the free f(q) ranking); all are scored on the same held-out steps.
+"""
 
 from __future__ import annotations
 
@@ -8,34 +12,48 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from src.api import setup_runtime
-from src.tasks.train_surrogate import feature_pruner, predict
+from src.tasks.train_surrogate import feature_pruner, groups_of, labelled_records, predict
 from src.tracking import start_tracking
-from surrogate.groups import build_groups, read_labeled
 from surrogate.metrics import ranking_metrics
-from surrogate.store import load_surrogate, surrogate_path
+from surrogate.models import Surrogate
+from surrogate.store import FIRST_ORDER, load_surrogate, surrogate_path
+
+
+def evaluated(name: str, cfg: DictConfig) -> tuple[Surrogate, dict]:
+    """The surrogate `name` names, and what to say about it."""
+    surrogate, meta = load_surrogate(name, cfg.model.path)
+    where = name if name == FIRST_ORDER else str(surrogate_path(name, cfg.model.path))
+    return surrogate, {"surrogate": where, "kind": meta.get("kind")}
 
 
 def run(cfg: DictConfig) -> dict:
     setup_runtime(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    surrogate, meta = load_surrogate(cfg.evaluate.surrogate, cfg.model.path)
-    pruner = feature_pruner(cfg)
-    feature_set = surrogate.config["feature_set"]
-    records = read_labeled(cfg.evaluate.labels)
-    groups = build_groups(records, pruner, cfg.surrogate.feature_cache, feature_set, cfg.runtime.progress)
+    records, pruner = labelled_records(cfg, list(cfg.evaluate.labels)), feature_pruner(cfg)
+    rows, groups = {}, []
+    for name, path in cfg.evaluate.surrogates.items():
+        surrogate, about = evaluated(path, cfg)
+        groups = groups_of(cfg, records, surrogate.feature_set, pruner)
+        rows[name] = {
+            **about,
+            "feature_set": surrogate.feature_set,
+            "residual": surrogate.config["residual"],
+            **ranking_metrics(groups, predict(surrogate, groups)),
+        }
     report = {
-        "surrogate": str(surrogate_path(cfg.evaluate.surrogate, cfg.model.path)),
-        "kind": meta.get("kind"),
-        "feature_set": feature_set,
-        "labels": str(cfg.evaluate.labels),
+        "labels": [str(path) for path in cfg.evaluate.labels],
         "records": len({g.record_id for g in groups}),
-        **ranking_metrics(groups, predict(surrogate, groups)),
+        "steps": len(groups),
+        "headline": "pearson: the mean per-step Pearson; pooled_pearson pools each record's steps first",
+        "surrogates": rows,
     }
     text = json.dumps(report, indent=2)
     (out / "eval_surrogate.json").write_text(text)
     tracker = start_tracking(cfg, out, "eval_surrogate")
-    tracker.summary({f"eval/{k}": v for k, v in report.items() if isinstance(v, (int, float))})
+    tracker.summary(
+        {f"eval/{name}/{k}": v for name, row in rows.items() for k, v in row.items() if isinstance(v, (int, float))}
+    )
     tracker.finish()
     print(text)
     return report

@@ -12,10 +12,14 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig
 
 from src.api import build_pruner, load_eager_model, setup_runtime
-from surrogate.groups import build_groups, read_labeled
+from src.data import load_records
+from src.labels import read_labels
+from surrogate.features import token_class_table
+from surrogate.groups import Group, build_groups
 from surrogate.metrics import ranking_metrics
 from surrogate.models import Surrogate
 from surrogate.training import GroupDataModule, SurrogateModule, split_by_record
+from surrogate.verification import calibrate
 
 
 def feature_pruner(cfg: DictConfig):
@@ -31,22 +35,33 @@ def lightning_logger(cfg: DictConfig, out: Path):
     return WandbLogger(project=cfg.logger.project, mode=cfg.logger.mode, save_dir=str(out), job_type="train_surrogate")
 
 
-def predict(surrogate: Surrogate, groups) -> list[torch.Tensor]:
+def predict(surrogate: Surrogate, groups: list[Group]) -> list[torch.Tensor]:
     with torch.inference_mode():
-        return [surrogate(g.features) for g in groups]
+        return [surrogate(g.features, g.prior) for g in groups]
 
 
-def run(cfg: DictConfig) -> dict:
-    setup_runtime(cfg)
-    spec, out = cfg.surrogate, Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    records = read_labeled(spec.labels)
-    groups = build_groups(records, feature_pruner(cfg), spec.feature_cache, spec.feature_set, cfg.runtime.progress)
-    train, val = split_by_record(groups, spec.val_fraction, cfg.runtime.seed)
-    if not val:
-        raise ValueError(f"{spec.labels} has labels for one record only; validation needs at least two")
+def labelled_records(cfg: DictConfig, labels) -> list[dict]:
+    """The labelled records of `labels` (records.jsonl or packed files); packed ones get their text from
+    `surrogate.label_sources`, read as `cfg.data` reads them."""
+    data = cfg.data
 
-    surrogate = Surrogate(train[0].features.shape[1], spec.kind, spec.hidden, spec.feature_set)
+    def dataset():
+        for path in cfg.surrogate.label_sources:
+            yield from load_records(path, data.format, data.split, data.answer_template, data.id_prefix, data.name)
+
+    return read_labels(labels, dataset)
+
+
+def groups_of(cfg: DictConfig, records: list[dict], feature_set: str, pruner=None) -> list[Group]:
+    """The groups of every labelled step, with `feature_set` features by the model in `cfg` (or `pruner`'s)."""
+    pruner = pruner or feature_pruner(cfg)
+    classes = token_class_table(pruner.tokenizer)
+    return build_groups(records, pruner, cfg.surrogate.feature_cache, feature_set, classes, cfg.runtime.progress)
+
+
+def fit(cfg: DictConfig, surrogate: Surrogate, train: list[Group], val: list[Group], out: Path) -> float | None:
+    """Train `surrogate` with Lightning (1 − Pearson per step), restore its best validation checkpoint; its score."""
+    spec = cfg.surrogate
     surrogate.fit_normalizer(torch.cat([g.features for g in train]))
     module = SurrogateModule(surrogate, spec.lr, spec.weight_decay, spec.max_steps)
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor="val_pearson", mode="max", save_top_k=1)
@@ -67,17 +82,36 @@ def run(cfg: DictConfig) -> dict:
     if checkpoint.best_model_path:
         best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(best)
+    return float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
 
+
+def run(cfg: DictConfig) -> dict:
+    setup_runtime(cfg)
+    spec, out = cfg.surrogate, Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    groups = groups_of(cfg, labelled_records(cfg, list(spec.labels)), spec.feature_set)
+    train, val = split_by_record(groups, spec.val_fraction, cfg.runtime.seed)
+    if not val:
+        raise ValueError(f"{list(spec.labels)} has labels for one record only; validation needs at least two")
+
+    surrogate = Surrogate(train[0].features.shape[1], spec.kind, spec.hidden, spec.feature_set, spec.residual)
+    best = fit(cfg, surrogate, train, val, out) if surrogate.net is not None else None
     surrogate.eval()
+    # The adaptive policy's margins, simulated on the held-out validation steps.
+    surrogate.calibration = calibrate(
+        [(p, g.labels) for p, g in zip(predict(surrogate, val), val)], round_size=spec.verify_round
+    )
     report = {
         "pruner": cfg.model.path,
         "kind": spec.kind,
-        "feature_set": spec.feature_set,
-        "labels": str(spec.labels),
+        "feature_set": surrogate.feature_set,
+        "residual": surrogate.config["residual"],
+        "labels": [str(path) for path in spec.labels],
         "records": {"train": len({g.record_id for g in train}), "val": len({g.record_id for g in val})},
+        "steps": {"train": len(train), "val": len(val)},
         "train": ranking_metrics(train, predict(surrogate, train)),
         "val": ranking_metrics(val, predict(surrogate, val)),
-        "best_val_pearson": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "best_val_pearson": best,
         "trained": datetime.date.today().isoformat(),
     }
     surrogate.save(spec.output, meta=report)
