@@ -79,7 +79,7 @@ class BasePass:
         return self.prefix[candidates] + torch.where(after >= self.start, self.skip[candidates], 0.0)
 
     def first_order(self, candidates: torch.Tensor) -> torch.Tensor:
-        """f(j): the score of deleting candidate j were the later tokens' log-probs unchanged (DESIGN.md §5).
+        """f(j): the score of deleting candidate j were the later tokens' log-probs unchanged (docs/SURROGATE.md).
 
         f(j) = head(j) + [J − prefix(j+2)]: exact but for the deletion's effect on x[q+2:], which is
         what a residual surrogate learns. Free: it reads the base pass only.
@@ -421,13 +421,22 @@ class PackedScorer(Scorer):
     # Suffix passes.
 
     @torch.inference_mode()
-    def score_from(self, base: BasePass, candidates: torch.Tensor) -> Scores:
-        """Scores of `candidates` over an existing base pass (its cost is not counted here)."""
+    def score_from(self, base: BasePass, candidates: torch.Tensor, horizon: int | None = None) -> Scores:
+        """Scores of `candidates` over an existing base pass (its cost is not counted here).
+
+        With `horizon` h, only the h tokens after x[q+1] are rerun and the rest keep their base
+        log-probs: the lookahead score f_h(q), from f(q) at h = 0 to the exact score as h grows.
+        """
         ids, candidates = base.ids, candidates.to(self.device)
         total = len(ids)
         deleted = base.prompt_len + candidates
         values = base.head(candidates)
-        lengths = (total - 2 - deleted).tolist()
+        full = total - 2 - deleted
+        if horizon is not None:
+            cut = full.clamp(max=horizon)
+            values = values + (base.prefix[-1] - base.prefix[candidates + 2 + cut])  # the later tokens, unchanged
+            full = cut
+        lengths = full.tolist()
         # Groups of rows padded to one width, laid out by the configured budget; a forward pass runs as
         # many rows of a group as the budget now in force allows. A back-off so changes only how many
         # rows share a pass, which leaves every score bit for bit the same; padding could change them.
@@ -438,7 +447,7 @@ class PackedScorer(Scorer):
             rows = group[: max(1, self.token_budget // width)]
             alone = len(rows) == 1 and len(rows[0][0]) == 1 and rows[0][1] == width  # one unpadded suffix
             found = self._attempt(
-                lambda: self._suffixes(ids, deleted, rows, base.kv, base.start, width),
+                lambda: self._suffixes(ids, deleted, rows, base.kv, base.start, width, horizon),
                 len(rows) * width,
                 "a pass of packed suffixes",
                 cannot="a single suffix cannot be split" if alone else None,
@@ -491,12 +500,13 @@ class PackedScorer(Scorer):
         per_group = max(1, budget // rows[0][1])
         return [(rows[k][1], rows[k : k + per_group]) for k in range(0, len(rows), per_group)]
 
-    def _suffixes(self, ids, deleted, layout, base_kv, start, width: int | None = None) -> torch.Tensor:
+    def _suffixes(self, ids, deleted, layout, base_kv, start, width: int | None = None, horizon=None) -> torch.Tensor:
         """Sum of scored suffix log-probs for every candidate in `layout`, in one batched forward pass.
 
-        Candidate q feeds x[q+1 : T-1] at positions q … T-3 to predict x[q+2 : T]. Its queries see
-        base cache columns c < q and, causally, their own suffix only. Rows are padded to `width`
-        (default: the widest); padding sees one column and is never read.
+        Candidate q feeds x[q+1 : T-1] at positions q … T-3 to predict x[q+2 : T] (with `horizon` h,
+        only the first h of them). Its queries see base cache columns c < q and, causally, their own
+        suffix only. Rows are padded to `width` (default: the widest); padding sees one column and is
+        never read.
         """
         total, device = len(ids), ids.device
         width = width or max(size for _, size in layout)
@@ -511,6 +521,8 @@ class PackedScorer(Scorer):
         for b, (row, size) in enumerate(layout):
             members = torch.tensor(row, device=device)
             lengths = total - 2 - deleted[members]
+            if horizon is not None:
+                lengths = lengths.clamp(max=horizon)
             segment = torch.repeat_interleave(torch.arange(len(row), device=device), lengths)
             offset = torch.arange(size, device=device) - torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
             q = deleted[members][segment]

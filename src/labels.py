@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ PACKED_FIELDS = (
     "cost",
 )
 TEXT_FIELDS = ("question", "reasoning", "answer")
+log = logging.getLogger(__name__)
 
 
 def text_hash(record: dict[str, Any]) -> str:
@@ -78,7 +80,11 @@ def label_rows(paths: Iterable[str | Path]) -> Iterable[dict[str, Any]]:
 
 def labelled_ids(paths: Iterable[str | Path]) -> set[str]:
     """Ids of the labelled records in these files (records.jsonl or packed), to pass over when labelling more."""
-    return {row["id"] for row in label_rows(paths)}
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        if not path.exists():
+            log.warning("%s does not exist (no labels packed yet): nothing there to pass over", path)
+    return {row["id"] for row in label_rows(p for p in paths if p.exists())}
 
 
 def read_labels(

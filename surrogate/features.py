@@ -1,6 +1,6 @@
 """Surrogate features of deletion candidates, read off the base pass over the current, already pruned chain.
 
-A feature set is a `+`-joined list of named blocks (DESIGN.md §4–5), for candidate token x_q:
+A feature set is a `+`-joined list of named blocks (docs/SURROGATE.md), for candidate token x_q:
 
 - `attention` (the paper's set): the log mean attention x_q receives from every later position,
   one number per layer × head. Forward hooks reduce each layer's attention map to its column means
@@ -13,8 +13,8 @@ A feature set is a `+`-joined list of named blocks (DESIGN.md §4–5), for cand
 - `position`: the relative position in the chain, and log(1 + tokens after x_q).
 - `token_class`: a one-hot coarse class of the token's text (`TOKEN_CLASSES`).
 
-Every candidate also gets its first-order score f(q) (`BasePass.first_order`), the prior that a
-residual surrogate corrects.
+Every candidate also gets its prior, the score a residual surrogate corrects: the first-order score
+f(q) (`BasePass.first_order`), or the lookahead score f_h(q) (`PackedScorer.score_from(horizon=h)`).
 """
 
 from __future__ import annotations
@@ -157,15 +157,17 @@ def candidate_features(
     candidates: torch.Tensor,
     blocks: tuple[str, ...] = BLOCKS,
     classes: torch.Tensor | None = None,
+    prior: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Raw features of `candidates` (reasoning indices) from a base pass recorded with attention on.
 
-    Returns each block in `blocks` (on the CPU) plus `prior`, the first-order scores f (float64).
-    Rows of `base.logits`, `logprobs` and `skip` are indexed by reasoning index: row j predicts x_q.
+    Returns each block in `blocks` (on the CPU) plus `prior`: the given scores (a lookahead f_h), or
+    the first-order scores f, float64. Rows of `base.logits`, `logprobs` and `skip` are indexed by
+    reasoning index: row j predicts x_q.
     """
     j = candidates.to(base.prefix.device)
     positions = base.prompt_len + j
-    prior = base.first_order(j)
+    prior = base.first_order(j) if prior is None else prior.to(j.device).double()
     raw = {"prior": prior.cpu()}
     if "attention" in blocks:
         raw["attention"] = stack_attention(store, positions)

@@ -37,8 +37,10 @@ def model_key(name: str) -> str:
     return hashlib.sha1(name.encode()).hexdigest()[:12]
 
 
-def step_features(pruner: GreedyPruner, record: dict, classes: torch.Tensor | None) -> list[dict[str, torch.Tensor]]:
-    """Raw features (every block) of the kept reasoning tokens at every recorded step of `record`."""
+def step_features(
+    pruner: GreedyPruner, record: dict, classes: torch.Tensor | None, horizon: int = 0
+) -> list[dict[str, torch.Tensor]]:
+    """Raw features (every block) and priors (f_horizon) of the kept reasoning tokens at every recorded step."""
     segments = pruner.encode(record["question"], record["reasoning"], record["answer"])
     if len(segments.reasoning) != record["n_reasoning_tokens"]:
         raise ValueError(
@@ -52,7 +54,9 @@ def step_features(pruner: GreedyPruner, record: dict, classes: torch.Tensor | No
         ids = segments.with_kept(torch.tensor(kept))
         with recording_received_attention(model) as store:
             base = scorer.base_pass(ids, len(segments.prompt), len(kept))
-        raw = candidate_features(store, base, len(kept), torch.arange(len(kept)), BLOCKS, classes)
+        candidates = torch.arange(len(kept))
+        prior = scorer.score_from(base, candidates, horizon).values if horizon else None
+        raw = candidate_features(store, base, len(kept), candidates, BLOCKS, classes, prior)
         out.append({k: v.half() if "attention" in k else v for k, v in raw.items()})
         kept.remove(record["deletion_order"][step])
     return out
@@ -65,20 +69,23 @@ def build_groups(
     feature_set: str,
     classes: torch.Tensor,
     progress: bool = True,
+    horizon: int = 0,
 ) -> list[Group]:
-    """Groups of every step of every record; raw features come from the cache or are computed once and cached."""
+    """Groups of every step of every record, priors f_horizon; raw features come from the cache or are computed
+    once and cached."""
     folder = Path(cache_dir) / model_key(pruner.model_name)
     folder.mkdir(parents=True, exist_ok=True)
     groups = []
     for record in tqdm(records, desc="features", unit="rec", disable=not progress):
         steps = len(record["step_scores"])
         fields = [record[k] for k in ("id", "question", "reasoning", "answer")]
-        key = json.dumps([FEATURES_VERSION, *fields, record.get("objective"), record["deletion_order"][:steps]])
+        order = record["deletion_order"][:steps]
+        key = json.dumps([FEATURES_VERSION, *fields, record.get("objective"), order, horizon])
         cached = folder / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
         if cached.exists():
             features = torch.load(cached, weights_only=True)
         else:
-            features = step_features(pruner, record, classes)
+            features = step_features(pruner, record, classes, horizon)
             torch.save(features, cached)
         for step, (raw, scores) in enumerate(zip(features, record["step_scores"])):
             index = torch.tensor([int(i) for i, _ in scores])

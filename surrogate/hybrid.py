@@ -2,8 +2,10 @@
 
 Each step runs one base pass. When the surrogate reads attention, only that pass records it (eager
 attention, column means taken in hooks); its KV cache and log-probs are the packed scorer's base, and
-its first-order scores f(q) the residual surrogate's prior, so nothing is computed twice (DESIGN.md §5).
-The verification passes run with the fast attention kernel (`verify_attention`, sdpa by default).
+its first-order scores f(q) the residual surrogate's prior, so nothing is computed twice (docs/SURROGATE.md).
+A surrogate with a lookahead horizon h takes f_h(q) as its prior instead: h tokens a candidate, packed
+over the same base. These and the verification passes run with the fast attention kernel
+(`verify_attention`, sdpa by default).
 
 Verification is either the surrogate's top `k`, or adaptive (`epsilon` set): down the ranking in
 rounds until the best verified score is safe by a calibrated margin, at most `k_max` candidates
@@ -70,7 +72,8 @@ class HybridScorer(Scorer):
         if self.epsilon is not None:
             policy = {"epsilon": self.epsilon, "k_max": self.k_max, "margin_nats": self.margin}
         inner = {key: value for key, value in self.exact.settings().items() if key != "scorer"}
-        surrogate = {"surrogate": self.surrogate.config["kind"], "feature_set": self.surrogate.feature_set}
+        config = self.surrogate.config
+        surrogate = {"surrogate": config["kind"], "feature_set": config["feature_set"], "horizon": config["horizon"]}
         return {"scorer": self.name, **surrogate, **policy, **inner}
 
     @torch.inference_mode()
@@ -82,18 +85,21 @@ class HybridScorer(Scorer):
         reads_attention = any("attention" in block for block in self.blocks)
         with recording_received_attention(self.model) if reads_attention else nullcontext({}) as store:
             base = self.exact.base_pass(ids, prompt_len, n_reasoning)
-        raw = candidate_features(store, base, n_reasoning, candidates, self.blocks, self.classes)
-        del store
-        predicted = self.surrogate(feature_matrix(raw, self.surrogate.feature_set), raw["prior"])
         cost = {"tokens": base.tokens, "passes": base.passes}
 
-        def verify(chosen: torch.Tensor) -> torch.Tensor:
-            scores = self.exact.score_from(base, candidates[chosen])
+        def exact(chosen: torch.Tensor, horizon: int | None = None) -> torch.Tensor:
+            scores = self.exact.score_from(base, candidates[chosen], horizon)
             cost["tokens"] += scores.tokens
             cost["passes"] += scores.passes
             return scores.values
 
         with attention_implementation(self.model, self.verify_attention):
+            horizon = self.surrogate.config["horizon"]
+            prior = exact(torch.arange(len(candidates)), horizon) if horizon else None
+            raw = candidate_features(store, base, n_reasoning, candidates, self.blocks, self.classes, prior)
+            del store
+            predicted = self.surrogate(feature_matrix(raw, self.surrogate.feature_set), raw["prior"])
+            verify = exact
             if self.epsilon is None:
                 chosen = top_k(predicted, self.k)
                 verified = verify(chosen)

@@ -4,6 +4,8 @@
 - `residual=True` adds the model's output to the candidate's first-order score f(q), so the network
   learns only the residual s(q) − f(q): the deletion's effect on the tokens after the next one.
 - `first_order`: no network at all; it ranks by f(q), the free baseline every model must beat.
+- `horizon` h > 0 makes the prior the lookahead score f_h(q), which reruns the h tokens after the
+  next one exactly (h tokens a candidate) and keeps the base log-probs of the rest.
 
 Inputs are standardised with statistics of the training set, stored in the model with its feature
 set and its calibration (`surrogate.calibration`), so a checkpoint is self-contained.
@@ -32,11 +34,14 @@ class Surrogate(nn.Module):
         hidden: int = 256,
         feature_set: str = "attention",
         residual: bool = False,
+        horizon: int = 0,
     ):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown surrogate kind {kind!r}; expected one of {KINDS}")
         feature_blocks(feature_set)  # validates the name
+        if horizon < 0:
+            raise ValueError(f"horizon must be at least 0, got {horizon}")
         if kind == "first_order":
             n_features, feature_set, residual = 0, "", True
         self.config = {
@@ -45,6 +50,7 @@ class Surrogate(nn.Module):
             "hidden": hidden,
             "feature_set": feature_set,
             "residual": residual,
+            "horizon": horizon,  # the prior is the lookahead score f_h: h tokens after the next one rerun exactly
         }
         self.calibration: dict[str, Any] | None = None  # set by surrogate.calibration.calibrate
         self.register_buffer("mean", torch.zeros(n_features))

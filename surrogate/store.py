@@ -9,7 +9,8 @@ from surrogate.features import feature_width
 from surrogate.models import Surrogate
 
 DEFAULT = "default"
-FIRST_ORDER = "first_order"  # no file: rank by f(q), uncalibrated (train_surrogate surrogate=first_order calibrates it)
+FIRST_ORDER = "first_order"  # no file: rank by f(q), or f_h(q) as first_order@h; uncalibrated
+# (+experiment=train_surrogate surrogate=first_order [surrogate.horizon=h] makes a calibrated one)
 _SHIPPED = {"embedded:smollm2": "smollm2-mlp.pt"}
 
 
@@ -23,13 +24,17 @@ def surrogate_path(path: str, pruner_model: str) -> Path:
 
 
 def load_surrogate(path: str, pruner_model: str, model=None) -> tuple[Surrogate, dict]:
-    """(surrogate, meta) of a file, `default` (shipped) or `first_order`; refuses one made for another pruner model.
+    """(surrogate, meta) of a file, `default` (shipped) or `first_order[@h]`; refuses one made for another pruner model.
 
     With `model`, also refuses one whose feature set does not give the input width it was trained on
     for this model's layers and heads (a checkpoint of another architecture or feature definition).
     """
-    if path == FIRST_ORDER:
-        return Surrogate(0, "first_order"), {"pruner": pruner_model, "kind": "first_order"}
+    name, _, horizon = path.partition("@")
+    if name == FIRST_ORDER:
+        if horizon and not horizon.isdigit():
+            raise ValueError(f"bad surrogate {path!r}: write first_order or first_order@H with H tokens of lookahead")
+        surrogate = Surrogate(0, "first_order", horizon=int(horizon or 0))
+        return surrogate, {"pruner": pruner_model, "kind": "first_order"}
     file = surrogate_path(path, pruner_model)
     if not file.exists():
         raise FileNotFoundError(f"surrogate checkpoint {file} does not exist")

@@ -110,3 +110,20 @@ def test_feature_set_names_are_checked():
     for bad in ("attention+attention", "attention+colour", "attention+"):
         with pytest.raises(ValueError, match="bad feature set"):
             feature_blocks(bad)
+
+
+@pytest.mark.parametrize("objective", ["joint", "answer"])
+def test_lookahead_runs_from_first_order_to_exact(objective):
+    """f_h reruns h tokens after the next one: f_0 is f(q), and a horizon past the chain's end is the exact score."""
+    model = tiny_llama()
+    ids, prompt_len, n = chain(5, 40), 9, 25
+    scorer = PackedScorer(model, objective, token_budget=64, row_tokens=16)
+    base = scorer.base_pass(ids, prompt_len, n)
+    candidates = torch.arange(n)
+    exact = scorer.score_from(base, candidates)
+    assert torch.allclose(scorer.score_from(base, candidates, horizon=0).values, base.first_order(candidates))
+    assert torch.allclose(scorer.score_from(base, candidates, horizon=len(ids)).values, exact.values, atol=1e-6)
+    two = scorer.score_from(base, candidates, horizon=2)
+    assert two.tokens < exact.tokens / 3  # about 2 tokens a candidate, plus row padding
+    close = candidates >= n - 2 + (len(ids) - prompt_len - n) - 2  # suffixes of at most 2 rerun tokens: exact
+    assert torch.allclose(two.values[close], exact.values[close], atol=1e-6)

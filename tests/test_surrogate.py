@@ -56,11 +56,12 @@ def test_train_and_evaluate_a_surrogate(tmp_path, tiny_model_dir, labels, kind, 
     out = tmp_path / "train"
     overrides = surrogate_overrides(
         tiny_model_dir, labels, out, f"surrogate={kind}", f"surrogate.feature_set={feature_set}",
-        f"surrogate.residual={residual}",
+        f"surrogate.residual={residual}", f"surrogate.horizon={2 if residual else 0}",
     )  # fmt: skip
     report = run_task(compose_config("+experiment=train_surrogate", *overrides))
     assert report["records"] == {"train": 4, "val": 1} and report["kind"] == kind
     assert report["feature_set"] == feature_set and report["residual"] == residual
+    assert report["horizon"] == (2 if residual else 0)
     assert -1 <= report["val"]["pearson"] <= 1 and 0 <= report["val"]["recall@16"] <= 1
     assert -1 <= report["val"]["pooled_pearson"] <= 1 and "recall@2" in report["val"]
     assert list((out / "checkpoints").glob("*.ckpt")) and any((out / "features").rglob("*.pt"))
@@ -77,12 +78,16 @@ def test_train_and_evaluate_a_surrogate(tmp_path, tiny_model_dir, labels, kind, 
             "+experiment=eval_surrogate",
             *overrides,
             f"+evaluate.surrogates.trained={out / 'surrogate.pt'}",
+            "+evaluate.surrogates.lookahead=first_order@3",
             "~evaluate.surrogates.shipped",
             f"evaluate.labels=[{labels}]",
             f"output_dir={tmp_path / 'eval'}",
         )  # fmt: skip
     )
-    assert evaluated["records"] == 5 and set(evaluated["surrogates"]) == {"first_order", "trained"}
+    assert evaluated["records"] == 5 and set(evaluated["surrogates"]) == {"first_order", "trained", "lookahead"}
+    assert evaluated["surrogates"]["lookahead"]["horizon"] == 3 and evaluated["surrogates"]["trained"]["horizon"] == (
+        2 if residual else 0
+    )
     for row in evaluated["surrogates"].values():
         assert set(row) >= {"pearson", "spearman", "pooled_pearson", "recall@1", "recall@8"}
 
@@ -239,13 +244,18 @@ def test_hybrid_pruner_from_config(tmp_path, tiny_model_dir):
     common = ("pruner=hybrid", "model=hf", f"model.path={tiny_model_dir}")
     pruner = load_pruner(*common, f"pruner.surrogate={tmp_path / 's.pt'}", "pruner.k=4")
     assert pruner.scorer.settings() == {
-        "scorer": "hybrid", "surrogate": "mlp", "feature_set": "attention", "shortlist_k": 4
+        "scorer": "hybrid", "surrogate": "mlp", "feature_set": "attention", "horizon": 0, "shortlist_k": 4
     }  # fmt: skip
     assert pruner.scorer.model.config._attn_implementation == "sdpa"  # eager only inside its base passes
     assert pruner.prune("q", "one two three", "x").record.method == "hybrid"
     assert load_pruner(*common, f"pruner.surrogate={tmp_path / 's.pt'}", "pruner.surrogate_only=true").scorer.k == 1
     with pytest.raises(ValueError, match="no shipped surrogate"):
         load_pruner(*common)
+    lookahead = load_pruner(*common, "pruner.surrogate=first_order@4", "pruner.k=2")
+    assert lookahead.scorer.settings()["horizon"] == 4
+    assert lookahead.prune("q", "one two three", "x").record.cost["verified_per_step"][0] == 2
+    with pytest.raises(ValueError, match="first_order@H"):
+        load_pruner(*common, "pruner.surrogate=first_order@x")
 
 
 def test_shipped_surrogate_loads_for_the_embedded_model():

@@ -151,9 +151,10 @@ class Methods:
         result, groups = {}, {}
         for name in self.specs:
             surrogate = self.surrogate(name)
-            if surrogate.feature_set not in groups:
-                groups[surrogate.feature_set] = groups_of(self.cfg, records, surrogate.feature_set, exact)
-            steps = groups[surrogate.feature_set]
+            key = (surrogate.feature_set, surrogate.config["horizon"])
+            if key not in groups:
+                groups[key] = groups_of(self.cfg, records, *key, pruner=exact)
+            steps = groups[key]
             with torch.inference_mode():
                 predictions = [surrogate(g.features, g.prior) for g in steps]
             result[name] = step_agreement(steps, predictions, self.specs[name], surrogate.calibration)

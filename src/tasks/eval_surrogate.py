@@ -22,7 +22,7 @@ from surrogate.store import FIRST_ORDER, load_surrogate, surrogate_path
 def evaluated(name: str, cfg: DictConfig) -> tuple[Surrogate, dict]:
     """The surrogate `name` names, and what to say about it."""
     surrogate, meta = load_surrogate(name, cfg.model.path)
-    where = name if name == FIRST_ORDER else str(surrogate_path(name, cfg.model.path))
+    where = name if name.startswith(FIRST_ORDER) else str(surrogate_path(name, cfg.model.path))
     return surrogate, {"surrogate": where, "kind": meta.get("kind")}
 
 
@@ -34,11 +34,12 @@ def run(cfg: DictConfig) -> dict:
     rows, groups = {}, []
     for name, path in cfg.evaluate.surrogates.items():
         surrogate, about = evaluated(path, cfg)
-        groups = groups_of(cfg, records, surrogate.feature_set, pruner)
+        groups = groups_of(cfg, records, surrogate.feature_set, surrogate.config["horizon"], pruner)
         rows[name] = {
             **about,
             "feature_set": surrogate.feature_set,
             "residual": surrogate.config["residual"],
+            "horizon": surrogate.config["horizon"],
             **ranking_metrics(groups, predict(surrogate, groups)),
         }
     report = {

@@ -52,11 +52,13 @@ def labelled_records(cfg: DictConfig, labels) -> list[dict]:
     return read_labels(labels, dataset)
 
 
-def groups_of(cfg: DictConfig, records: list[dict], feature_set: str, pruner=None) -> list[Group]:
-    """The groups of every labelled step, with `feature_set` features by the model in `cfg` (or `pruner`'s)."""
+def groups_of(cfg: DictConfig, records: list[dict], feature_set: str, horizon: int = 0, pruner=None) -> list[Group]:
+    """The groups of every labelled step: `feature_set` features and f_horizon priors by the model in `cfg`
+    (or `pruner`'s)."""
     pruner = pruner or feature_pruner(cfg)
     classes = token_class_table(pruner.tokenizer)
-    return build_groups(records, pruner, cfg.surrogate.feature_cache, feature_set, classes, cfg.runtime.progress)
+    cache, progress = cfg.surrogate.feature_cache, cfg.runtime.progress
+    return build_groups(records, pruner, cache, feature_set, classes, progress, horizon)
 
 
 def fit(cfg: DictConfig, surrogate: Surrogate, train: list[Group], val: list[Group], out: Path) -> float | None:
@@ -89,12 +91,13 @@ def run(cfg: DictConfig) -> dict:
     setup_runtime(cfg)
     spec, out = cfg.surrogate, Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    groups = groups_of(cfg, labelled_records(cfg, list(spec.labels)), spec.feature_set)
+    groups = groups_of(cfg, labelled_records(cfg, list(spec.labels)), spec.feature_set, spec.horizon)
     train, val = split_by_record(groups, spec.val_fraction, cfg.runtime.seed)
     if not val:
         raise ValueError(f"{list(spec.labels)} has labels for one record only; validation needs at least two")
 
-    surrogate = Surrogate(train[0].features.shape[1], spec.kind, spec.hidden, spec.feature_set, spec.residual)
+    width = train[0].features.shape[1]
+    surrogate = Surrogate(width, spec.kind, spec.hidden, spec.feature_set, spec.residual, spec.horizon)
     best = fit(cfg, surrogate, train, val, out) if surrogate.net is not None else None
     surrogate.eval()
     # The adaptive policy's margins, simulated on the held-out validation steps.
@@ -106,6 +109,7 @@ def run(cfg: DictConfig) -> dict:
         "kind": spec.kind,
         "feature_set": surrogate.feature_set,
         "residual": surrogate.config["residual"],
+        "horizon": surrogate.config["horizon"],
         "labels": [str(path) for path in spec.labels],
         "records": {"train": len({g.record_id for g in train}), "val": len({g.record_id for g in val})},
         "steps": {"train": len(train), "val": len(val)},
