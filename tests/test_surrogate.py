@@ -104,6 +104,38 @@ def test_first_order_surrogate_is_calibrated_without_training(tmp_path, tiny_mod
     assert surrogate.net is None and surrogate.calibration["table"]
 
 
+def test_residual_checkpoint_round_trip_and_refusals(tmp_path):
+    model = tiny_llama()  # 2 layers × 4 heads
+    surrogate = Surrogate(2 * 8 + 6, "mlp", hidden=8, feature_set="attention+next_attention+first_order",
+                          residual=True, horizon=3)  # fmt: skip
+    surrogate.fit_normalizer(torch.rand(40, 22))
+    surrogate.calibration = {"scale": 1.0, "round_size": 2, "steps": 1, "table": [[0.0, 0.0, 2.0]]}
+    surrogate.save(tmp_path / "r.pt", meta={"pruner": "model-a"})
+    loaded, _ = load_surrogate(str(tmp_path / "r.pt"), "model-a", model)
+    x, prior = torch.rand(5, 22), torch.randn(5, dtype=torch.float64)
+    assert torch.equal(loaded(x, prior), surrogate.eval()(x, prior))
+    assert loaded.config["horizon"] == 3 and loaded.calibration == surrogate.calibration
+    assert torch.allclose(loaded(x, prior + 1.0) - loaded(x, prior), torch.ones(5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="needs the candidates' first-order scores"):
+        loaded(x)
+    with pytest.raises(ValueError, match="takes 22 features, but its feature set .* gives 38 for this model"):
+        load_surrogate(str(tmp_path / "r.pt"), "model-a", tiny_llama_wide())
+    blob = torch.load(tmp_path / "r.pt", weights_only=True)
+    blob["config"]["feature_set"] = "attention+colour"
+    torch.save(blob, tmp_path / "future.pt")
+    with pytest.raises(ValueError, match="cannot be read by this version: bad feature set 'attention\\+colour'"):
+        load_surrogate(str(tmp_path / "future.pt"), "model-a")
+
+
+def tiny_llama_wide():
+    """A tiny Llama with more layers and heads than the conftest one (4 × 4 instead of 2 × 4)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from conftest import TINY
+
+    return LlamaForCausalLM(LlamaConfig(vocab_size=128, **{**TINY, "num_hidden_layers": 4})).eval()
+
+
 def test_checkpoint_round_trip_and_wrong_model(tmp_path):
     surrogate = Surrogate(12, "mlp", hidden=8)
     surrogate.fit_normalizer(torch.rand(50, 12))
