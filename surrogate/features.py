@@ -7,6 +7,8 @@ A feature set is a `+`-joined list of named blocks (docs/SURROGATE.md), for cand
   as soon as the layer has run, so the T×T maps of all layers are never held at once. Only the base
   pass records them, with eager attention (sdpa returns no weights).
 - `next_attention`: the same for x_{q+1}, the token whose context the deletion changes first.
+- `answer_attention`: the log mean attention x_q receives from the answer segment's tokens, per
+  layer × head: how much the answer, most of what a deletion can cost, reads the token.
 - `first_order`: the base pass's own terms of the deletion: −log p(x_q), log p(x_{q+1}), the skip
   log-prob log p(x_{q+1} | x_<q), the entropies of the rows that predict x_q and x_{q+1}, and f(q) − J.
 - `surprisal`: −log p(x_q) alone.
@@ -26,7 +28,7 @@ import torch
 
 from exact.scorers import BasePass
 
-BLOCKS = ("attention", "next_attention", "first_order", "surprisal", "position", "token_class")
+BLOCKS = ("attention", "next_attention", "answer_attention", "first_order", "surprisal", "position", "token_class")
 TOKEN_CLASSES = ("digit", "operator", "punctuation", "newline", "word", "piece", "other")
 _WIDTHS = {"first_order": 6, "surprisal": 1, "position": 2, "token_class": len(TOKEN_CLASSES)}
 
@@ -119,15 +121,19 @@ def attention_implementation(model, name: str) -> Iterator[None]:
 
 
 @contextmanager
-def recording_received_attention(model) -> Iterator[dict[int, torch.Tensor]]:
-    """Inside the block, each forward pass (eager attention) stores {layer: (batch, heads, T) received means}."""
-    store: dict[int, torch.Tensor] = {}
+def recording_received_attention(model, tail: int = 0) -> Iterator[dict[str, dict[int, torch.Tensor]]]:
+    """Inside the block, each forward pass (eager attention) stores per layer the (batch, heads, T) means of the
+    attention each position receives: from every later position (`received`), and from the pass's last `tail`
+    queries (`answer`: the answer segment's tokens), both reduced as the layer runs."""
+    store: dict[str, dict[int, torch.Tensor]] = {"received": {}, "answer": {}}
 
     def hook(module, args, output):
         weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
         if weights is None:
             raise RuntimeError("attention weights are not available: run the pass with eager attention")
-        store[module.layer_idx] = received_from_later(weights)
+        store["received"][module.layer_idx] = received_from_later(weights)
+        if tail:
+            store["answer"][module.layer_idx] = weights[..., -tail:, :].float().mean(-2)
 
     handles = [m.register_forward_hook(hook) for m in attention_modules(model)]
     with attention_implementation(model, "eager"):
@@ -151,7 +157,7 @@ def row_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def candidate_features(
-    store: dict[int, torch.Tensor],
+    store: dict[str, dict[int, torch.Tensor]],
     base: BasePass,
     n_reasoning: int,
     candidates: torch.Tensor,
@@ -159,7 +165,8 @@ def candidate_features(
     classes: torch.Tensor | None = None,
     prior: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Raw features of `candidates` (reasoning indices) from a base pass recorded with attention on.
+    """Raw features of `candidates` (reasoning indices) from a base pass recorded with attention on
+    (`recording_received_attention`, with `tail` the answer's length when `answer_attention` is asked for).
 
     Returns each block in `blocks` (on the CPU) plus `prior`: the given scores (a lookahead f_h), or
     the first-order scores f, float64. Rows of `base.logits`, `logprobs` and `skip` are indexed by
@@ -170,9 +177,11 @@ def candidate_features(
     prior = base.first_order(j) if prior is None else prior.to(j.device).double()
     raw = {"prior": prior.cpu()}
     if "attention" in blocks:
-        raw["attention"] = stack_attention(store, positions)
+        raw["attention"] = stack_attention(store["received"], positions)
     if "next_attention" in blocks:
-        raw["next_attention"] = stack_attention(store, positions + 1)
+        raw["next_attention"] = stack_attention(store["received"], positions + 1)
+    if "answer_attention" in blocks:
+        raw["answer_attention"] = stack_attention(store["answer"], positions)
     if "surprisal" in blocks:
         raw["surprisal"] = -base.logprobs[j].float().cpu()
     if "first_order" in blocks:

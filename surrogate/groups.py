@@ -19,7 +19,7 @@ from exact import GreedyPruner
 from exact.scorers import PackedScorer
 from surrogate.features import BLOCKS, candidate_features, feature_matrix, recording_received_attention
 
-FEATURES_VERSION = 2  # bump when the raw features change, so stale caches are not read
+FEATURES_VERSION = 3  # bump when the raw features change, so stale caches are not read
 
 
 @dataclass
@@ -52,7 +52,7 @@ def step_features(
     kept, out = list(range(len(segments.reasoning))), []
     for step in range(len(record["step_scores"])):
         ids = segments.with_kept(torch.tensor(kept))
-        with recording_received_attention(model) as store:
+        with recording_received_attention(model, tail=len(segments.answer)) as store:
             base = scorer.base_pass(ids, len(segments.prompt), len(kept))
         candidates = torch.arange(len(kept))
         prior = scorer.score_from(base, candidates, horizon).values if horizon else None

@@ -83,7 +83,9 @@ class HybridScorer(Scorer):
     @torch.inference_mode()
     def score(self, ids, prompt_len, n_reasoning, candidates):
         reads_attention = any("attention" in block for block in self.blocks)
-        with recording_received_attention(self.model) if reads_attention else nullcontext({}) as store:
+        tail = len(ids) - prompt_len - n_reasoning  # the answer segment
+        recording = recording_received_attention(self.model, tail) if reads_attention else nullcontext({})
+        with recording as store:
             base = self.exact.base_pass(ids, prompt_len, n_reasoning)
         cost = {"tokens": base.tokens, "passes": base.passes}
 

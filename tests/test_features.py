@@ -24,7 +24,7 @@ def chain(seed: int, length: int = 30):
 
 
 def recorded(model, ids, prompt_len, n, objective="joint"):
-    with recording_received_attention(model) as store:
+    with recording_received_attention(model, tail=len(ids) - prompt_len - n) as store:
         base = PackedScorer(model, objective).base_pass(ids, prompt_len, n)
     return store, base
 
@@ -36,9 +36,10 @@ def test_attention_features_match_output_attentions(build):
     candidates = torch.arange(n)
     store, base = recorded(model, ids, prompt_len, n)
     assert model.config._attn_implementation == "sdpa"
-    raw = candidate_features(store, base, n, candidates, ("attention", "next_attention"))
+    raw = candidate_features(store, base, n, candidates, ("attention", "next_attention", "answer_attention"))
     layers, heads = model.config.num_hidden_layers, model.config.num_attention_heads
-    assert raw["attention"].shape == raw["next_attention"].shape == (n, layers * heads)
+    assert raw["attention"].shape == raw["next_attention"].shape == raw["answer_attention"].shape == (n, layers * heads)
+    answer = len(ids) - prompt_len - n
 
     model.set_attn_implementation("eager")
     with torch.no_grad():
@@ -51,6 +52,8 @@ def test_attention_features_match_output_attentions(build):
                 assert torch.isclose(raw["attention"][j, column], maps[layer][0, head, p + 1 :, p].mean(), atol=1e-6)
                 expected_next = maps[layer][0, head, p + 2 :, p + 1].mean()
                 assert torch.isclose(raw["next_attention"][j, column], expected_next, atol=1e-6)
+                expected_answer = maps[layer][0, head, -answer:, p].mean()
+                assert torch.isclose(raw["answer_attention"][j, column], expected_answer, atol=1e-6)
 
 
 def test_first_order_position_and_class_features(tokenizer):
@@ -79,7 +82,7 @@ def test_first_order_position_and_class_features(tokenizer):
     assert names == ["digit", "operator", "digit", "piece", "punctuation", "newline"]
 
     matrix = feature_matrix(raw, "+".join(BLOCKS))
-    assert matrix.shape == (6, feature_width("+".join(BLOCKS), 2, 4)) == (6, 2 * 8 + 6 + 1 + 2 + len(TOKEN_CLASSES))
+    assert matrix.shape == (6, feature_width("+".join(BLOCKS), 2, 4)) == (6, 3 * 8 + 6 + 1 + 2 + len(TOKEN_CLASSES))
     assert feature_matrix(raw, "").shape == (6, 0)
 
 

@@ -18,7 +18,7 @@ from surrogate.models import Surrogate
 from surrogate.store import load_surrogate
 from surrogate.verification import calibrate, margin_for, verify_adaptively
 
-RICH = "attention+next_attention+first_order+position+token_class"
+RICH = "attention+next_attention+answer_attention+first_order+position+token_class"
 REASONINGS = ["3 + 4 = 7, so 7 pens.", "2 * 5 = 10 apples.", "9 - 3 = 6 left.", "8 / 2 = 4 each.", "1 + 1 = 2 cats."]
 
 

@@ -33,7 +33,8 @@ def h2o_scores(model, segments: Segments) -> torch.Tensor:
     later = (len(ids) - 1 - positions).clamp(min=1).float()
     with recording_received_attention(model) as store:
         model(input_ids=ids[None], logits_to_keep=1)
-    mean_received = sum(store[layer][0].sum(0) for layer in store)  # (T,), summed over layers and heads
+    received = store["received"]
+    mean_received = sum(received[layer][0].sum(0) for layer in received)  # (T,), summed over layers and heads
     return (mean_received[positions] * later).cpu()
 
 
