@@ -101,15 +101,14 @@ class HybridScorer(Scorer):
             raw = candidate_features(store, base, n_reasoning, candidates, self.blocks, self.classes, prior)
             del store
             predicted = self.surrogate(feature_matrix(raw, self.surrogate.feature_set), raw["prior"])
-            verify = exact
             if self.epsilon is None:
                 chosen = top_k(predicted, self.k)
-                verified = verify(chosen)
+                verified = exact(chosen)
             else:
                 calibration = self.surrogate.calibration or {}
                 chosen, verified = verify_adaptively(
                     predicted,
-                    verify,
+                    exact,
                     self.margin,
                     calibration.get("scale", 1.0),
                     calibration.get("round_size", 2),
