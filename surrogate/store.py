@@ -11,7 +11,7 @@ from surrogate.models import Surrogate
 DEFAULT = "default"
 FIRST_ORDER = "first_order"  # no file: rank by f(q), or f_h(q) as first_order@h; uncalibrated
 # (+experiment=train_surrogate surrogate=first_order [surrogate.horizon=h] makes a calibrated one)
-_SHIPPED = {"embedded:smollm2": "smollm2-mlp.pt"}
+_SHIPPED = {"embedded:smollm2": "smollm2-residual.pt"}
 
 
 def surrogate_path(path: str, pruner_model: str) -> Path:

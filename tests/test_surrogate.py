@@ -292,4 +292,5 @@ def test_hybrid_pruner_from_config(tmp_path, tiny_model_dir):
 
 def test_shipped_surrogate_loads_for_the_embedded_model():
     surrogate, meta = load_surrogate("default", "embedded:smollm2")
-    assert meta["pruner"] == "embedded:smollm2" and surrogate.config["n_features"] == 30 * 9 + 2
+    assert meta["pruner"] == "embedded:smollm2" and surrogate.config["n_features"] == 3 * 30 * 9 + 6 + 2 + 7
+    assert surrogate.config["residual"] and surrogate.config["horizon"] == 4 and surrogate.calibration["table"]
