@@ -54,7 +54,8 @@ def pack_labels(records: Iterable[dict[str, Any]], path: str | Path) -> int:
         packed["text_sha256"] = record.get("text_sha256") or text_hash(record)  # already packed: kept
         lines.append(json.dumps(packed) + "\n")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as zipped:  # same labels, same bytes
+    # No name and mtime 0 in the header: the same labels give the same bytes.
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as zipped:
         zipped.write("".join(lines).encode("utf-8"))
     return len(lines)
 

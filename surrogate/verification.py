@@ -37,7 +37,7 @@ def verify_adaptively(
     round_size: int = 2,
     k_max: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(indices verified, their exact scores): `verify(indices)` in rounds down the ranking until the stop rule holds."""
+    """(indices verified, their exact scores): `verify(indices)` in rounds down the ranking until the rule stops it."""
     order = torch.sort(-predicted.double(), stable=True).indices
     calibrated = scale * predicted.double()
     limit = len(order) if k_max is None else min(k_max, len(order))

@@ -41,9 +41,14 @@ def test_record_schema(pruner):
     assert len(row["step_objective"]) == len(row["step_perplexity"]) == deletions + 1
     assert set(row["pruned"]) == {"0.9", "0.5"} and len(row["pruned"]["0.5"]) == n // 2
     assert [len(s) for s in row["step_scores"]] == list(range(n, n - deletions, -1))
-    assert set(row["cost"]) == {"scorer", "per_step", "wall_s", "tokens_processed", "forward_passes", "verified_per_step"}
-    assert row["cost"]["verified_per_step"][0] == row["n_reasoning_tokens"] - sum(  # exact: every distinct chain
-        a == b for a, b in zip(row["reasoning_tokens"], row["reasoning_tokens"][1:])
+    counters = {"wall_s", "tokens_processed", "forward_passes", "verified_per_step"}
+    assert set(row["cost"]) == {"scorer", "per_step", *counters}
+    assert (
+        row["cost"]["verified_per_step"][0]
+        == row["n_reasoning_tokens"]
+        - sum(  # exact: every distinct chain
+            a == b for a, b in zip(row["reasoning_tokens"], row["reasoning_tokens"][1:])
+        )
     )
     assert row["gold"] == "7" and row["meta"] == {"src": "t"} and row["question"] == QUESTION
     assert PruneRecord.from_json(row).to_json() == row

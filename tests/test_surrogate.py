@@ -95,8 +95,9 @@ def test_train_and_evaluate_a_surrogate(tmp_path, tiny_model_dir, labels, kind, 
 def test_first_order_surrogate_is_calibrated_without_training(tmp_path, tiny_model_dir, labels):
     out = tmp_path / "train"
     report = run_task(
-        compose_config("+experiment=train_surrogate", *surrogate_overrides(tiny_model_dir, labels, out),
-                       "surrogate=first_order")  # fmt: skip
+        compose_config(
+            "+experiment=train_surrogate", *surrogate_overrides(tiny_model_dir, labels, out), "surrogate=first_order"
+        )  # fmt: skip
     )
     assert report["kind"] == "first_order" and report["best_val_pearson"] is None
     assert not (out / "checkpoints").exists()
@@ -243,7 +244,8 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
     cfg = compose_config(
         "+experiment=bench_hybrid", "model=hf", f"model.path={tiny_model_dir}", "data=jsonl", f"data.path={chains}",
         "data.limit=2", "data.reasoning_tokens=[5,40]", f"pruner.surrogate={tmp_path / 's.pt'}",
-        "~bench.methods", f"+bench.methods={methods}", "bench.long.limit=1", "bench.long.reasoning_tokens=[50,80]", "bench.long.steps=3",
+        "~bench.methods", f"+bench.methods={methods}",
+        "bench.long.limit=1", "bench.long.reasoning_tokens=[50,80]", "bench.long.steps=3",
         f"output_dir={tmp_path / 'out'}", "runtime.progress=false", "logger=none",
     )  # fmt: skip
     report = run_task(cfg)

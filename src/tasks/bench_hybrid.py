@@ -214,7 +214,7 @@ def long_chains(cfg, methods: Methods, exact: GreedyPruner) -> dict | None:
 
 def run(cfg: DictConfig) -> dict:
     setup_runtime(cfg)
-    bench, fractions = cfg.bench, [float(f) for f in cfg.pruner.keep_fractions]
+    fractions = [float(f) for f in cfg.pruner.keep_fractions]
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     tracker = start_tracking(cfg, out, "bench_hybrid")
@@ -224,7 +224,8 @@ def run(cfg: DictConfig) -> dict:
     chains = select_chains(exact, cfg)
 
     reference = prune_all("exact_packed", exact, chains, fractions, record_scores=True)
-    results = {"exact_packed": {**cost_summary(reference, reference), **agreement_summary(reference, reference, fractions)}}
+    exact_row = {**cost_summary(reference, reference), **agreement_summary(reference, reference, fractions)}
+    results = {"exact_packed": exact_row}
     for name in methods.specs:
         records = prune_all(name, methods.pruner(name), chains, fractions)
         results[name] = {**cost_summary(records, reference), **agreement_summary(records, reference, fractions)}

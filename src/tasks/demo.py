@@ -34,10 +34,10 @@ def run(cfg: DictConfig) -> dict:
     )
     pruner = build_pruner(cfg, model, tokenizer, scorer)
     keep = min(cfg.pruner.keep_fractions)
-    print(
-        f"\nHybrid: the {surrogate.config['kind']} surrogate ranks the candidates (f(q) + a learned residual"
-        f" when residual), the exact scorer verifies its top {settings.hybrid_k}."
-    )
+    config = surrogate.config
+    prior = f"f_{config['horizon']}(q)" if config["horizon"] else "f(q)"
+    ranking = f"{prior} + a learned residual ({config['kind']})" if config["residual"] else f"a {config['kind']}"
+    print(f"\nHybrid: {ranking} ranks the candidates, the exact scorer verifies the top {settings.hybrid_k}.")
     rows = []
     with RecordWriter(out / "hybrid.jsonl") as writer:
         for record in exact:
