@@ -6,6 +6,7 @@ Reading never stops at a bad line. Each problem becomes a `BadInput` that names 
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,9 +32,10 @@ class BadInput:
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | BadInput]]:
-    """(line number, object) for each non-blank line; undecodable or non-object lines become BadInput."""
+    """(line number, object) for each non-blank line of a JSONL file (gzipped when it ends in .gz);
+    undecodable or non-object lines become BadInput."""
     path = Path(path)
-    with path.open("rb") as handle:
+    with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
         for lineno, raw in enumerate(handle, start=1):
             where = f"{path}:{lineno}"
             try:

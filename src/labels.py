@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -62,12 +61,7 @@ def pack_labels(records: Iterable[dict[str, Any]], path: str | Path) -> int:
 
 def _rows(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
     """(location, object) of every line of a JSONL file, gzipped or not; a bad line is an error naming it."""
-    if path.suffix == ".gz":
-        text = gzip.decompress(path.read_bytes()).decode("utf-8")
-        numbered = ((n, json.loads(line)) for n, line in enumerate(io.StringIO(text), 1) if line.strip())
-    else:
-        numbered = read_jsonl(path)
-    for lineno, row in numbered:
+    for lineno, row in read_jsonl(path):
         if isinstance(row, BadInput):
             raise ValueError(str(row))
         yield f"{path}:{lineno}", row
