@@ -30,7 +30,7 @@ from surrogate.features import (
     token_class_table,
 )
 from surrogate.models import Surrogate
-from surrogate.verification import margin_for, top_k, verify_adaptively
+from surrogate.verification import choose_and_verify, margin_for
 
 
 class HybridScorer(Scorer):
@@ -101,19 +101,8 @@ class HybridScorer(Scorer):
             raw = candidate_features(store, base, n_reasoning, candidates, self.blocks, self.classes, prior)
             del store
             predicted = self.surrogate(feature_matrix(raw, self.surrogate.feature_set), raw["prior"])
-            if self.epsilon is None:
-                chosen = top_k(predicted, self.k)
-                verified = exact(chosen)
-            else:
-                calibration = self.surrogate.calibration or {}
-                chosen, verified = verify_adaptively(
-                    predicted,
-                    exact,
-                    self.margin,
-                    calibration.get("scale", 1.0),
-                    calibration.get("round_size", 2),
-                    self.k_max,
-                )
+            calibration = self.surrogate.calibration
+            chosen, verified = choose_and_verify(predicted, exact, self.k, self.margin, calibration, self.k_max)
         values = torch.full((len(candidates),), -math.inf, dtype=torch.float64)
         values[chosen] = verified.double()
         return Scores(values, cost["tokens"], cost["passes"], current=base.objective, verified=len(chosen))

@@ -53,6 +53,24 @@ def verify_adaptively(
     return chosen, values
 
 
+def choose_and_verify(
+    predicted: torch.Tensor,
+    verify: Callable[[torch.Tensor], torch.Tensor],
+    k: int,
+    margin: float | None = None,
+    calibration: dict | None = None,
+    k_max: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices verified, their exact scores): the top `k` when `margin` is None, else adaptive verification
+    with the calibration's scale and round size."""
+    if margin is None:
+        chosen = top_k(predicted, k)
+        return chosen, verify(chosen)
+    calibration = calibration or {}
+    scale, round_size = calibration.get("scale", 1.0), calibration.get("round_size", 2)
+    return verify_adaptively(predicted, verify, margin, scale, round_size, k_max)
+
+
 def fit_scale(steps: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
     """Least-squares a with label − mean ≈ a · (prediction − mean) within each step: the predictions' unit in nats."""
     num = den = 0.0

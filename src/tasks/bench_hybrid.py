@@ -36,11 +36,9 @@ from src.models import load_model
 from src.tasks.bench_exact import select_chains
 from src.tasks.train_surrogate import groups_of
 from src.tracking import publish, start_tracking
-from surrogate.features import attention_implementation
 from surrogate.groups import Group
 from surrogate.hybrid import HybridScorer
-from surrogate.store import load_surrogate
-from surrogate.verification import margin_for, top_k, verify_adaptively
+from surrogate.verification import choose_and_verify
 
 
 def kept_jaccard(n: int, order: list[int], reference: list[int], keep: float) -> float:
@@ -62,22 +60,17 @@ def objective_at(record: PruneRecord, keep: float) -> float:
     return record.step_objective[record.n_reasoning_tokens - n_kept(record.n_reasoning_tokens, keep)]
 
 
-def verified_on(group: Group, predicted: torch.Tensor, method: dict, calibration: dict | None) -> torch.Tensor:
-    """The candidates `method` would verify at this exact-path step (adaptive: with the exact scores as oracle)."""
-    if method.get("epsilon") is None:
-        return top_k(predicted, method.get("k", 8))
-    calibration = calibration or {}
-    margin = margin_for(calibration, method["epsilon"])
-    scale, rounds = calibration.get("scale", 1.0), calibration.get("round_size", 2)
-    return verify_adaptively(predicted, lambda i: group.labels[i], margin, scale, rounds, method.get("k_max"))[0]
-
-
-def step_agreement(groups: list[Group], predictions: list[torch.Tensor], method: dict, calibration) -> float:
-    """Fraction of exact-path steps whose exact best score is among the candidates `method` verifies."""
-    hits = [
-        bool(g.labels[verified_on(g, p, method, calibration)].max() >= g.labels.max() - 1e-9)
-        for g, p in zip(groups, predictions)
-    ]
+def step_agreement(groups: list[Group], scorer: HybridScorer) -> float:
+    """Fraction of exact-path steps whose exact best score is among the candidates `scorer` would verify there
+    (adaptive verification with the exact scores as its oracle)."""
+    hits = []
+    with torch.inference_mode():
+        for g in groups:
+            predicted = scorer.surrogate(g.features, g.prior)
+            calibration = scorer.surrogate.calibration
+            oracle = g.labels.__getitem__
+            chosen, _ = choose_and_verify(predicted, oracle, scorer.k, scorer.margin, calibration, scorer.k_max)
+            hits.append(bool(g.labels[chosen].max() >= g.labels.max() - 1e-9))
     return round(sum(hits) / max(len(hits), 1), 4)
 
 
@@ -116,49 +109,28 @@ def agreement_summary(records: list[PruneRecord], reference: list[PruneRecord], 
 
 
 class Methods:
-    """The hybrid variants of `bench.methods` over one model, each with its surrogate loaded once."""
+    """The hybrid variants of `bench.methods` over one model: each is `pruner=hybrid` with its settings."""
 
     def __init__(self, cfg: DictConfig, model, tokenizer):
-        self.cfg, self.model, self.tokenizer = cfg, model, tokenizer
-        self.specs = {
-            name: {"surrogate": cfg.pruner.surrogate, **OmegaConf.to_container(spec)}
-            for name, spec in cfg.bench.methods.items()
-        }
-        self.surrogates = {}
-        for spec in self.specs.values():
-            if spec["surrogate"] not in self.surrogates:
-                self.surrogates[spec["surrogate"]] = load_surrogate(spec["surrogate"], cfg.model.path, model)[0]
-
-    def surrogate(self, name: str):
-        return self.surrogates[self.specs[name]["surrogate"]]
-
-    def pruner(self, name: str) -> GreedyPruner:
-        spec, cfg = self.specs[name], self.cfg
-        scorer = HybridScorer(
-            self.model,
-            self.surrogate(name),
-            cfg.pruner.objective,
-            k=spec.get("k", 8),
-            epsilon=spec.get("epsilon"),
-            k_max=spec.get("k_max"),
-            tokenizer=self.tokenizer,
-            **scorer_options(cfg),
-        )
-        return build_pruner(cfg, self.model, self.tokenizer, scorer)
+        self.cfg = cfg
+        self.specs = {name: OmegaConf.to_container(spec) for name, spec in cfg.bench.methods.items()}
+        self.pruners = {}
+        for name, spec in self.specs.items():
+            settings, pruner = cfg.copy(), OmegaConf.merge(cfg.pruner, spec)  # a key pruner=hybrid lacks fails here
+            with open_dict(settings):
+                settings.pruner = pruner
+            self.pruners[name] = build_pruner(settings, model, tokenizer)
 
     def agreement(self, reference: list[PruneRecord], exact: GreedyPruner) -> dict[str, float]:
         """Step agreement of every method along the exact path of `reference` (features cached on disk)."""
         records = [r.to_json() for r in reference]
         result, groups = {}, {}
-        for name in self.specs:
-            surrogate = self.surrogate(name)
+        for name, pruner in self.pruners.items():
+            surrogate = pruner.scorer.surrogate
             key = (surrogate.feature_set, surrogate.config["horizon"])
             if key not in groups:
                 groups[key] = groups_of(self.cfg, records, *key, pruner=exact)
-            steps = groups[key]
-            with torch.inference_mode():
-                predictions = [surrogate(g.features, g.prior) for g in steps]
-            result[name] = step_agreement(steps, predictions, self.specs[name], surrogate.calibration)
+            result[name] = step_agreement(groups[key], pruner.scorer)
         return result
 
 
@@ -169,8 +141,7 @@ def baseline_objectives(cfg, model, tokenizer, exact: GreedyPruner, chains, refe
         settings = cfg.copy()
         with open_dict(settings):
             settings.pruner = OmegaConf.merge(settings.pruner, {"name": name, "seed": cfg.runtime.seed})
-        with attention_implementation(model, "eager" if name == "h2o" else model.config._attn_implementation):
-            records = prune_all(name, build_baseline(settings, model, tokenizer), chains, fractions)
+        records = prune_all(name, build_baseline(settings, model, tokenizer), chains, fractions)  # H2O runs eager
         values = {f"{f:g}": [] for f in fractions}
         for chain, record in zip(chains, records):
             segments = exact.encode(chain["question"], chain["reasoning"], chain["answer"])
@@ -199,7 +170,7 @@ def long_chains(cfg, methods: Methods, exact: GreedyPruner) -> dict | None:
     reference = prune_all("exact (long)", exact, chains, [spec.keep], record_scores=True, **bounded)
     results = {"exact_packed": cost_summary(reference, reference)}
     for name in methods.specs:
-        records = prune_all(f"{name} (long)", methods.pruner(name), chains, [spec.keep], **bounded)
+        records = prune_all(f"{name} (long)", methods.pruners[name], chains, [spec.keep], **bounded)
         results[name] = cost_summary(records, reference)
         overlap = [len(set(r.deletion_order) & set(e.deletion_order)) / spec.steps for r, e in zip(records, reference)]
         results[name]["same_deletions"] = round(statistics.mean(overlap), 4)
@@ -227,7 +198,7 @@ def run(cfg: DictConfig) -> dict:
     exact_row = {**cost_summary(reference, reference), **agreement_summary(reference, reference, fractions)}
     results = {"exact_packed": exact_row}
     for name in methods.specs:
-        records = prune_all(name, methods.pruner(name), chains, fractions)
+        records = prune_all(name, methods.pruners[name], chains, fractions)
         results[name] = {**cost_summary(records, reference), **agreement_summary(records, reference, fractions)}
     for name, agreement in methods.agreement(reference, exact).items():
         results[name]["step_agreement"] = agreement
@@ -238,7 +209,7 @@ def run(cfg: DictConfig) -> dict:
         "objective": cfg.pruner.objective,
         "threads": torch.get_num_threads(),
         "records": [{"id": c["id"], "n_reasoning_tokens": c["n"]} for c in chains],
-        "settings": {name: spec for name, spec in methods.specs.items()},
+        "settings": methods.specs,
         "methods": results,
         "baselines": baseline_objectives(cfg, model, tokenizer, exact, chains, reference, fractions),
         "long": long_chains(cfg, methods, exact),
