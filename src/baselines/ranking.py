@@ -15,8 +15,9 @@ from typing import Any
 import torch
 
 from exact.keep import check_keep_fraction, keep_key, kept_indices
-from exact.pruner import InvalidInstance, PruneResult
+from exact.pruner import InvalidInstance
 from exact.record import PruneRecord
+from exact.result import PruneResult
 
 
 @dataclass
