@@ -4,7 +4,7 @@ from exact.greedy import GreedyTrace, greedy_prune
 from exact.pruner import GreedyPruner, InvalidInstance
 from exact.record import PruneRecord
 from exact.result import PruneResult
-from exact.scorers import NaiveScorer, PackedScorer, Scorer, make_scorer
+from exact.scorers import NaiveScorer, PackedScorer, Scorer
 from exact.sequence import Segments, encode
 
 __all__ = [
@@ -19,5 +19,4 @@ __all__ = [
     "Segments",
     "encode",
     "greedy_prune",
-    "make_scorer",
 ]

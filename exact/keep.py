@@ -10,7 +10,7 @@ def check_keep_fraction(keep: float) -> float:
     """Return `keep` as a float, or raise if it is outside (0, 1]."""
     keep = float(keep)
     if not 0.0 < keep <= 1.0:
-        raise ValueError(f"keep fraction must be in (0, 1], got {keep:g} (pruner.keep_fractions)")
+        raise ValueError(f"keep fraction must be in (0, 1], got {keep:g} (pruner.prune.keep_fractions)")
     return keep
 
 
@@ -41,3 +41,9 @@ def kept_indices(n: int, deletion_order: Sequence[int], keep: float) -> list[int
 def keep_key(keep: float) -> str:
     """The JSON key of a keep fraction in a record's `pruned` map: 0.5 -> "0.5"."""
     return f"{check_keep_fraction(keep):g}"
+
+
+def kept_jaccard(n: int, order: list[int], reference: list[int], keep: float) -> float:
+    """Jaccard overlap of the tokens two deletion orders keep at `keep`."""
+    a, b = set(kept_indices(n, order, keep)), set(kept_indices(n, reference, keep))
+    return len(a & b) / len(a | b) if a | b else 1.0

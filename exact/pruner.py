@@ -1,13 +1,14 @@
 """The notebook-sized API: a `GreedyPruner` prunes one (question, reasoning, answer) at a time.
 
-pruner = GreedyPruner(model, tokenizer)
+pruner = GreedyPruner.from_pretrained("Qwen/Qwen2.5-1.5B-Instruct")   # or GreedyPruner(model, tokenizer)
 result = pruner.prune(question, reasoning, answer, keep_fractions=[0.5])
 print(result.show(0.5))        # the chain with deleted tokens marked
-result.at(0.5), result.deletion_order, result.record.step_scores
+result.at(0.5), result.deletion_order, result.to_frame()
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,7 +17,7 @@ from exact.greedy import GreedyTrace, greedy_prune
 from exact.keep import check_keep_fraction, keep_key, kept_indices, n_deletions, n_kept
 from exact.record import PruneRecord
 from exact.result import PruneResult
-from exact.scorers import Scorer, make_scorer
+from exact.scorers import PackedScorer, Scorer
 from exact.sequence import Segments, encode
 
 
@@ -48,35 +49,14 @@ def token_renderer(tokenizer, reasoning_ids) -> Callable[[list[int]], str]:
     return lambda kept: tokenizer.decode(reasoning_ids[kept].tolist(), clean_up_tokenization_spaces=False)
 
 
-class GreedyPruner:
-    """Greedy pruning of reasoning chains with a causal LM (DESIGN.md §1–3).
+class ChainEncoder:
+    """Encodes instances as a pruner LM reads them, with the pruner's `tokenizer`, `system_prompt`,
+    `answer_delimiter` and `max_reasoning_tokens` (set by its constructor)."""
 
-    `scorer` is a name (`packed`, `naive`: exact greedy, built with `objective` and `scorer_options`)
-    or a ready Scorer, such as the surrogate's hybrid, which brings its own objective.
-    """
-
-    def __init__(
-        self,
-        model,
-        tokenizer,
-        objective: str = "joint",
-        scorer: str | Scorer = "packed",
-        scorer_options: dict[str, Any] | None = None,
-        per_step: int = 1,
-        system_prompt: str | None = None,
-        answer_delimiter: str = "\n",
-        max_reasoning_tokens: int | None = None,
-        model_name: str | None = None,
-    ):
-        self.tokenizer = tokenizer
-        if isinstance(scorer, str):
-            scorer = make_scorer(scorer, model, objective=objective, **(scorer_options or {}))
-        self.scorer = scorer
-        self.per_step = per_step
-        self.system_prompt = system_prompt
-        self.answer_delimiter = answer_delimiter
-        self.max_reasoning_tokens = max_reasoning_tokens
-        self.model_name = model_name or getattr(model, "name_or_path", type(model).__name__)
+    tokenizer: Any
+    system_prompt: str | None
+    answer_delimiter: str
+    max_reasoning_tokens: int | None
 
     def encode(self, question: str, reasoning: str, answer: str) -> Segments:
         return encode_instance(
@@ -88,6 +68,72 @@ class GreedyPruner:
             self.answer_delimiter,
             self.max_reasoning_tokens,
         )
+
+
+ScorerFactory = Callable[..., Scorer]  # (model, objective=, tokenizer=) -> Scorer: a class or a config's partial
+
+
+class GreedyPruner(ChainEncoder):
+    """Greedy pruning of reasoning chains with a causal LM (docs/DESIGN.md §1–3).
+
+    `scorer` is a ready Scorer (which brings its objective), or a factory called with the model,
+    `objective` (default joint) and the tokenizer:
+    `PackedScorer` (the default) or `NaiveScorer` for exact greedy, `HybridScorer` for the hybrid, or
+    a config node's partial (`conf/scorer/*.yaml`).
+    """
+
+    uses_model = True  # the builder loads the pruner LM for it (src/api.py)
+    attention: str | None = None  # no attention implementation of its own (the hybrid switches per pass)
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        scorer: Scorer | ScorerFactory = PackedScorer,
+        objective: str | None = None,
+        per_step: int = 1,
+        system_prompt: str | None = None,
+        answer_delimiter: str = "\n",
+        max_reasoning_tokens: int | None = None,
+        model_name: str | None = None,
+    ):
+        self.tokenizer = tokenizer
+        if not isinstance(scorer, Scorer):
+            scorer = scorer(model, objective=objective or "joint", tokenizer=tokenizer)
+        elif objective is not None and scorer.objective_name != objective:
+            raise ValueError(f"the scorer scores the {scorer.objective_name!r} objective, not {objective!r}")
+        self.scorer = scorer
+        self.per_step = per_step
+        self.system_prompt = system_prompt
+        self.answer_delimiter = answer_delimiter
+        self.max_reasoning_tokens = max_reasoning_tokens
+        self.model_name = model_name or getattr(model, "name_or_path", type(model).__name__)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str,
+        objective: str = "joint",
+        scorer: ScorerFactory = PackedScorer,
+        *,
+        dtype: str = "auto",
+        device: str = "auto",
+        per_step: int = 1,
+        system_prompt: str | None = None,
+        answer_delimiter: str = "\n",
+        max_reasoning_tokens: int | None = None,
+        **options: Any,
+    ) -> GreedyPruner:
+        """A pruner over `model`: a hub id, a local folder, or `embedded:smollm2` (fp32 on CPU, bf16 on GPU).
+
+        `scorer` is a scorer class (PackedScorer, NaiveScorer, surrogate.hybrid.HybridScorer) and
+        `options` its settings, e.g. `token_budget=2048`, or for the hybrid `surrogate="default", k=8`.
+        """
+        from src.models import load_model  # the loader knows the embedded model; it imports nothing of exact
+
+        lm, tokenizer = load_model(model, dtype, device)
+        factory = functools.partial(scorer, **options) if options else scorer
+        return cls(lm, tokenizer, factory, objective, per_step, system_prompt, answer_delimiter, max_reasoning_tokens)
 
     def prune(
         self,

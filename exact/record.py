@@ -1,4 +1,4 @@
-"""The output record every pruning method writes (DESIGN.md §6): one JSON line per instance."""
+"""The output record every pruning method writes (docs/DESIGN.md §6): one JSON line per instance."""
 
 from __future__ import annotations
 

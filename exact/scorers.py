@@ -1,6 +1,6 @@
 """Exact deletion scorers: the objective J after deleting each candidate reasoning token.
 
-Both scorers return the same numbers (DESIGN.md §3), and differ only in cost:
+Both scorers return the same numbers (docs/DESIGN.md §3), and differ only in cost:
 
 - `NaiveScorer` runs every candidate as its own full sequence, batched. It is the paper's method
   and the reference in tests and benchmarks.
@@ -14,21 +14,16 @@ reasoning span, and a candidate is a position j in [0, n_reasoning) of that span
 
 from __future__ import annotations
 
-import gc
 import heapq
-import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import torch
 from transformers import DynamicCache
 
-OBJECTIVES = ("joint", "answer")
+from exact.budget import Budget
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
+OBJECTIVES = ("joint", "answer")
 
 
 @dataclass
@@ -119,13 +114,11 @@ class Scorer:
 
     name = "base"
 
-    def __init__(self, model, objective: str = "joint", token_budget: int = 1024):
+    def __init__(self, model, objective: str = "joint", tokenizer=None):
         scored_from(objective, 0, 0)  # validates the name
-        if token_budget < 1:
-            raise ValueError(f"token_budget must be positive, got {token_budget}")
         self.model = model
         self.objective_name = objective
-        self.token_budget = token_budget
+        self.tokenizer = tokenizer  # the pruner's, for scorers that read token text (the hybrid's token classes)
 
     def settings(self) -> dict:
         """What a record's `cost` says about how it was scored."""
@@ -154,6 +147,12 @@ class NaiveScorer(Scorer):
     """Every candidate is a full sequence of length T-1; `token_budget` tokens per batch."""
 
     name = "naive"
+
+    def __init__(self, model, objective: str = "joint", token_budget: int = 2048, tokenizer=None):
+        super().__init__(model, objective, tokenizer)
+        if token_budget < 1:
+            raise ValueError(f"token_budget must be positive, got {token_budget}")
+        self.token_budget = token_budget
 
     @torch.inference_mode()
     def score(self, ids, prompt_len, n_reasoning, candidates):
@@ -195,16 +194,11 @@ class PackedScorer(Scorer):
     `token_budget` tokens that extend the cache and keeps per-row log-probs only (`logprobs`, `skip`),
     so memory stops growing with T beyond the KV cache. Measured in docs/MEMORY.md.
 
-    Back-off. When a forward pass runs out of device memory (`torch.OutOfMemoryError`), the scorer
-    halves `token_budget` (repeatedly, until the failed pass would be split), frees the cache
-    allocator's memory and runs the same work again: a suffix pass is regrouped into fewer rows, a
-    single row is re-packed into rows of at most the new budget (`row_tokens` shrinks with it), and
-    the base, prompt or objective pass switches to `split_base`. The smaller budget stays for later
-    steps. Regrouping rows leaves every score bit for bit the same; re-packing a row or splitting the
-    base pass moves scores by fp32 rounding (~1e-6 nats). Each back-off is logged and counted in
-    `backoffs`, and `settings()` then reports it. Below `min_budget` tokens, for a single suffix that
-    cannot be split, or for a base pass watched by forward hooks (the hybrid scorer's attention
-    recording, which must see the chain in one pass), the error is raised again, saying how far it got.
+    Back-off. A forward pass that runs out of device memory is run again under a halved budget
+    (`Budget`, exact/budget.py): a suffix pass is regrouped into fewer rows, a single row re-packed
+    into narrower rows, a pass over the chain split into chunks (`split_base`). Regrouping leaves every
+    score bit for bit the same; re-packing or splitting moves scores by fp32 rounding (~1e-6 nats).
+    A base pass that must be seen whole (`splittable=False`: the hybrid's attention recording) raises.
     """
 
     name = "packed"
@@ -217,89 +211,16 @@ class PackedScorer(Scorer):
         row_tokens: int = 256,
         split_base: bool = False,
         min_budget: int = 64,
+        tokenizer=None,
     ):
-        super().__init__(model, objective, token_budget)
-        if row_tokens < 1:
-            raise ValueError(f"row_tokens must be positive, got {row_tokens}")
-        if min_budget < 1:
-            raise ValueError(f"min_budget must be positive, got {min_budget}")
-        self.row_tokens = row_tokens
-        self.split_base = split_base
-        self.min_budget = min_budget
-        self.backoffs = 0
+        super().__init__(model, objective, tokenizer)
+        self.budget = Budget(token_budget, row_tokens, split_base, min_budget)
         self._packing_budget = token_budget  # lays out the suffix rows' padding, whatever budget is in force
         self._prompt: tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     def settings(self) -> dict:
         """The scorer's name; after an out-of-memory back-off (or with `split_base`) also the budgets in force."""
-        settings = {"scorer": self.name}
-        if self.backoffs or self.split_base:
-            settings.update(
-                token_budget=self.token_budget,
-                row_tokens=self.row_tokens,
-                split_base=self.split_base,
-                backoffs=self.backoffs,
-            )
-        return settings
-
-    # Out-of-memory back-off.
-
-    def _attempt(self, run: Callable[[], T], tokens: int, what: str, **shrink) -> T | None:
-        """`run()`, or None after an out-of-memory error made the budget smaller (`_back_off`)."""
-        try:
-            return run()
-        except torch.OutOfMemoryError as error:
-            self._back_off(error, tokens, what, **shrink)
-        # Out of the except block, the failed pass's tensors (held by the traceback) are gone.
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        return None
-
-    def _back_off(
-        self,
-        error: Exception,
-        tokens: int,
-        what: str,
-        cannot: str | None = None,
-        rows: bool = False,
-        base: bool = False,
-    ) -> None:
-        """Halve `token_budget` until it is below the `tokens` of the failed pass; with `rows` cap `row_tokens`
-        at it, with `base` (a pass over the chain) split the base pass. Raise instead when `cannot` says why
-        the pass cannot shrink, when the budget would fall below `min_budget`, or when a pass over the
-        chain that forward hooks watch would have to be split."""
-        budget = self.token_budget // 2
-        while budget >= tokens:
-            budget //= 2
-        if base and cannot is None and any(module._forward_hooks for module in self.model.modules()):
-            cannot = "forward hooks (the hybrid scorer's attention recording) must see it in one piece"
-        if cannot is None and budget < self.min_budget:
-            cannot = f"halving it again would go below the floor of min_budget={self.min_budget} tokens"
-        if cannot is not None:
-            raise torch.OutOfMemoryError(
-                f"{what} of {tokens} tokens ran out of memory at token_budget={self.token_budget}, "
-                f"row_tokens={self.row_tokens} after {self.backoffs} back-off(s), and {cannot}; free device "
-                f"memory, or use a smaller model or shorter chains ({error})"
-            ) from error
-        old = (self.token_budget, self.row_tokens)
-        self.token_budget = budget
-        if rows:
-            self.row_tokens = min(self.row_tokens, budget)
-        if base:
-            self.split_base = True
-        self.backoffs += 1
-        log.warning(
-            "%s of %d tokens ran out of memory; token_budget %d → %d, row_tokens %d → %d%s (back-off %d)",
-            what,
-            tokens,
-            old[0],
-            self.token_budget,
-            old[1],
-            self.row_tokens,
-            ", base pass split" if base else "",
-            self.backoffs,
-        )
+        return {"scorer": self.name, **self.budget.settings()}
 
     # Passes over the chain.
 
@@ -312,7 +233,7 @@ class PackedScorer(Scorer):
         token and of the one after it (the last row's is padding), and the number of forward passes.
         """
         total, device = len(ids), ids.device
-        step = self.token_budget if self.split_base else total - first
+        step = self.budget.token_budget if self.budget.split_base else total - first
         cache = self._cache(kv, 1)
         logits_kept, norms, nexts, afters, passes = [], [], [], [], 0
         for a in range(first, total, step):
@@ -333,7 +254,7 @@ class PackedScorer(Scorer):
             norms.append(norm)
             nexts.append(logits.gather(1, ids[at + 1, None])[:, 0].double() - norm)
             afters.append(logits.gather(1, ids[(at + 2).clamp(max=total - 1), None])[:, 0].double() - norm)
-            if not self.split_base:
+            if not self.budget.split_base:
                 logits_kept.append(logits)
             del out, logits
         kv = [(layer.keys, layer.values) for layer in cache.layers]
@@ -349,9 +270,9 @@ class PackedScorer(Scorer):
         kv = []
         while len(prompt) > 1:
             tokens = len(prompt) - 1
-            run = self._attempt(
+            run = self.budget.attempt(
                 lambda: self._chain(prompt[:-1], 0, []),
-                min(tokens, self.token_budget) if self.split_base else tokens,
+                min(tokens, self.budget.token_budget) if self.budget.split_base else tokens,
                 "the prompt pass",
                 base=True,
             )
@@ -374,30 +295,34 @@ class PackedScorer(Scorer):
         ids = ids.to(self.device)
         start = scored_from(self.objective_name, prompt_len, n_reasoning)
         while True:
-            if self.split_base:
+            if self.budget.split_base:
                 run = lambda: self._chain(ids, 0, [], rows_from=start - 1)  # noqa: E731
             else:
                 run = lambda: super(PackedScorer, self).objective(ids, prompt_len, n_reasoning)  # noqa: E731
-            tokens = min(len(ids), self.token_budget) if self.split_base else len(ids)
-            result = self._attempt(run, tokens, "the objective pass", base=True)
+            tokens = min(len(ids), self.budget.token_budget) if self.budget.split_base else len(ids)
+            result = self.budget.attempt(run, tokens, "the objective pass", base=True)
             if isinstance(result, Scores):
                 return result
             if result is not None:
                 return Scores(result[3].sum().reshape(1).cpu(), tokens=len(ids), passes=result[-1])
 
     @torch.inference_mode()
-    def base_pass(self, ids: torch.Tensor, prompt_len: int, n_reasoning: int) -> BasePass:
-        """Run the current chain once over the cached prompt; keep its KV cache, logit rows and prefix sums."""
+    def base_pass(self, ids: torch.Tensor, prompt_len: int, n_reasoning: int, splittable: bool = True) -> BasePass:
+        """Run the current chain once over the cached prompt; keep its KV cache, logit rows and prefix sums.
+
+        `splittable=False` says the pass must run whole (forward hooks watch it): out of memory, it raises.
+        """
         ids = ids.to(self.device)
         start = scored_from(self.objective_name, prompt_len, n_reasoning)
         prompt_kv, prompt_tokens = self._prompt_kv(ids[:prompt_len])
         tail = len(ids) - prompt_len + 1
         # Logit rows prompt_len-1 … T-2 are the predictions of tokens prompt_len … T-1.
         while True:
-            run = self._attempt(
+            run = self.budget.attempt(
                 lambda: self._chain(ids, prompt_len - 1, prompt_kv, rows_from=prompt_len - 1),
-                min(tail, self.token_budget) if self.split_base else tail,
+                min(tail, self.budget.token_budget) if self.budget.split_base else tail,
                 "the base pass",
+                cannot=None if splittable else "its attention recording must see the chain in one pass",
                 base=True,
             )
             if run is not None:
@@ -444,9 +369,9 @@ class PackedScorer(Scorer):
         tokens = passes = 0
         while groups:
             width, group = groups.pop(0)
-            rows = group[: max(1, self.token_budget // width)]
+            rows = group[: max(1, self.budget.token_budget // width)]
             alone = len(rows) == 1 and len(rows[0][0]) == 1 and rows[0][1] == width  # one unpadded suffix
-            found = self._attempt(
+            found = self.budget.attempt(
                 lambda: self._suffixes(ids, deleted, rows, base.kv, base.start, width, horizon),
                 len(rows) * width,
                 "a pass of packed suffixes",
@@ -457,7 +382,9 @@ class PackedScorer(Scorer):
                 if len(rows) == 1:  # one row did not fit: re-pack its suffixes into rows of the new row_tokens
                     members = set(rows[0][0])
                     narrower = self._rows([n if i in members else 0 for i, n in enumerate(lengths)])
-                    groups[:0] = self._groups(narrower, self.token_budget) + ([(width, group[1:])] if group[1:] else [])
+                    groups[:0] = self._groups(narrower, self.budget.token_budget) + (
+                        [(width, group[1:])] if group[1:] else []
+                    )
                 else:
                     groups.insert(0, (width, group))
                 continue
@@ -483,7 +410,7 @@ class PackedScorer(Scorer):
         items = sorted(((length, i) for i, length in enumerate(lengths) if length > 0), reverse=True)
         if not items:
             return []
-        n_rows = max(1, math.ceil(sum(length for length, _ in items) / self.row_tokens))
+        n_rows = max(1, math.ceil(sum(length for length, _ in items) / self.budget.row_tokens))
         heap = [(0, r, []) for r in range(n_rows)]
         for length, i in items:
             size, r, members = heapq.heappop(heap)
@@ -545,13 +472,3 @@ class PackedScorer(Scorer):
         ).logits
         logprobs = target_logprobs(logits, targets[keep])
         return torch.zeros(len(deleted), dtype=torch.float64, device=device).index_add_(0, owner[keep], logprobs)
-
-
-SCORERS = {cls.name: cls for cls in (NaiveScorer, PackedScorer)}
-
-
-def make_scorer(name: str, model, objective: str = "joint", **options) -> Scorer:
-    """Build a scorer by its config name (`naive` or `packed`); `options` are its budgets."""
-    if name not in SCORERS:
-        raise ValueError(f"unknown scorer {name!r}; expected one of {sorted(SCORERS)}")
-    return SCORERS[name](model, objective=objective, **options)

@@ -1,7 +1,7 @@
 """Turn (question, reasoning, answer) into the three token segments the pruner works on.
 
 prompt ‖ reasoning ‖ answer, each tokenized on its own so that the reasoning span is exact
-(no BPE merge crosses a segment edge). See DESIGN.md §1.
+(no BPE merge crosses a segment edge). See docs/DESIGN.md §1.
 """
 
 from __future__ import annotations
