@@ -84,11 +84,28 @@ def token_class_table(tokenizer) -> torch.Tensor:
     return table
 
 
+ATTENTION_LAYOUTS = "Llama/Qwen2/Mistral-style (`o_proj`) or GPT-2-style (`c_attn`, `c_proj`)"
+
+
+def _is_self_attention(module: torch.nn.Module) -> bool:
+    """A self-attention module of a supported layout: it has a `layer_idx`, and under eager attention its
+    forward returns (output, weights (batch, heads, queries, keys))."""
+    if not hasattr(module, "layer_idx"):
+        return False
+    if hasattr(module, "o_proj"):  # Llama, Qwen2, Mistral, Gemma, ...
+        return True
+    gpt2 = hasattr(module, "c_attn") and hasattr(module, "c_proj")
+    return gpt2 and not getattr(module, "is_cross_attention", False)
+
+
 def attention_modules(model) -> list[torch.nn.Module]:
-    """The self-attention modules, in layer order (modules that carry a `layer_idx` and an `o_proj`)."""
-    found = [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "o_proj")]
+    """The self-attention modules, in layer order; ValueError naming the model class for other layouts."""
+    found = [m for m in model.modules() if _is_self_attention(m)]
     if not found:
-        raise ValueError(f"no attention layers found in {type(model).__name__}")
+        raise ValueError(
+            f"cannot read the attention of {type(model).__name__}: no self-attention layers of a supported "
+            f"layout ({ATTENTION_LAYOUTS})"
+        )
     return sorted(found, key=lambda m: m.layer_idx)
 
 

@@ -16,6 +16,7 @@ one. With k (or k_max and ε = 0) at least the number of candidates this is exac
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
@@ -30,6 +31,7 @@ from surrogate.features import (
     token_class_table,
 )
 from surrogate.models import Surrogate
+from surrogate.store import load_surrogate
 from surrogate.verification import choose_and_verify, margin_for
 
 
@@ -41,27 +43,40 @@ class HybridScorer(Scorer):
     def __init__(
         self,
         model,
-        surrogate: Surrogate,
+        surrogate: str | Surrogate = "default",
         objective: str = "joint",
         k: int = 8,
         epsilon: float | None = None,
         k_max: int | None = None,
-        token_budget: int = 1024,
-        row_tokens: int = 256,
-        tokenizer=None,
+        surrogate_only: bool = False,
+        verify: Callable[..., Scorer] = PackedScorer,
         verify_attention: str = "sdpa",
+        pruner_model: str | None = None,
+        tokenizer=None,
     ):
-        super().__init__(model, objective, token_budget)
+        """`surrogate`: a Surrogate, or a name for surrogate/store.py (`default`, `first_order[@h]`, a file),
+        made for `pruner_model` (default: the model's name). `verify` builds the packed scorer that runs
+        the base pass and verifies (with its budgets). `surrogate_only` deletes the top candidate unverified."""
+        super().__init__(model, objective, tokenizer)
         if k < 1:
             raise ValueError(f"shortlist size k must be at least 1, got {k}")
         if k_max is not None and k_max < 1:
             raise ValueError(f"k_max must be at least 1, got {k_max}")
-        self.exact = PackedScorer(model, objective, token_budget, row_tokens)
+        self.exact = verify(model, objective=objective)
+        if not isinstance(self.exact, PackedScorer):
+            raise ValueError(
+                f"the hybrid verifies over the packed scorer's base pass; scorer.verify built a "
+                f"{type(self.exact).__name__}, which has none (use exact.scorers.PackedScorer)"
+            )
+        if isinstance(surrogate, str):
+            surrogate, _ = load_surrogate(surrogate, pruner_model or model.name_or_path, model)
         self.surrogate = surrogate.eval()
         self.blocks = feature_blocks(surrogate.feature_set)
         if "token_class" in self.blocks and tokenizer is None:
             raise ValueError("the surrogate's token_class features need the pruner's tokenizer")
         self.classes = token_class_table(tokenizer) if "token_class" in self.blocks else None
+        if surrogate_only:
+            k, epsilon = 1, None
         self.k, self.epsilon, self.k_max = k, epsilon, k_max
         self.margin = None if epsilon is None else margin_for(surrogate.calibration, epsilon)
         self.verify_attention = verify_attention
@@ -86,7 +101,7 @@ class HybridScorer(Scorer):
         tail = len(ids) - prompt_len - n_reasoning  # the answer segment
         recording = recording_received_attention(self.model, tail) if reads_attention else nullcontext({})
         with recording as store:
-            base = self.exact.base_pass(ids, prompt_len, n_reasoning)
+            base = self.exact.base_pass(ids, prompt_len, n_reasoning, splittable=not reads_attention)
         cost = {"tokens": base.tokens, "passes": base.passes}
 
         def exact(chosen: torch.Tensor, horizon: int | None = None) -> torch.Tensor:

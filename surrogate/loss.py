@@ -1,4 +1,4 @@
-"""Pearson correlation within groups, and the surrogate's loss 1 − Pearson (DESIGN.md §4).
+"""Pearson correlation within groups, and the surrogate's loss 1 − Pearson (docs/DESIGN.md §5).
 
 A group is one (record, step): the candidates of one greedy step. Pearson ignores scale and shift,
 so only the ranking within a step is learned. Groups whose labels are (near) constant carry no

@@ -106,6 +106,6 @@ def margin_for(calibration: dict | None, epsilon: float) -> float:
     if epsilon <= 0:
         return math.inf
     if not calibration:
-        raise ValueError("adaptive verification (pruner.epsilon > 0) needs a calibrated surrogate; retrain it")
+        raise ValueError("adaptive verification (scorer.epsilon > 0) needs a calibrated surrogate; retrain it")
     safe = [margin for margin, miss, _ in calibration["table"] if miss <= epsilon]
     return min(safe) if safe else math.inf

@@ -1,6 +1,6 @@
 """Static-ranking baselines as pruners: score every reasoning unit once, delete the lowest scores first.
 
-Every baseline fills the same record as greedy pruning (DESIGN.md §6). Its `deletion_order` is the
+Every baseline fills the same record as greedy pruning (docs/DESIGN.md §6). Its `deletion_order` is the
 complete ranking (a static ranking costs nothing more to finish), units are pruner tokens (H2O,
 Surprisal, Uniform) or words (TokenSkip), and `step_objective` is empty: no objective is evaluated.
 """
@@ -30,23 +30,30 @@ class Ranking:
     cost: dict[str, Any] = field(default_factory=dict)
 
 
-Ranker = Callable[[str, str, str, str], Ranking]  # (question, reasoning, answer, id) -> Ranking
-
-
 def deletion_order(scores: torch.Tensor) -> list[int]:
     """Indices from least to most important; equal scores go in reading order."""
     return torch.sort(scores.double(), stable=True).indices.tolist()
 
 
 class RankingPruner:
-    """A pruner with the GreedyPruner interface whose order comes from a one-shot `rank`ing."""
+    """A pruner with the GreedyPruner interface whose order comes from a one-shot ranking.
 
-    def __init__(self, method: str, objective: str, rank: Ranker, pruner_name: str, tokenizer):
-        self.method = method
+    A baseline is a subclass that names its `method` and `objective` and implements `rank`; its
+    config is one file in conf/pruner/ (docs/DESIGN.md §6).
+    """
+
+    method = "ranking"
+    objective = "none"
+    uses_model = True  # the builder loads the pruner LM for it (src/api.py)
+    attention: str | None = None  # the attention implementation it needs (eager: it reads attention weights)
+
+    def __init__(self, tokenizer, model_name: str):
         self.tokenizer = tokenizer
-        self.objective = objective
-        self.rank = rank
-        self.model_name = pruner_name
+        self.model_name = model_name
+
+    def rank(self, question: str, reasoning: str, answer: str, record_id: str) -> Ranking:
+        """The chain's units and their importance (higher is kept longer)."""
+        raise NotImplementedError
 
     def prune(
         self,

@@ -8,7 +8,7 @@ the caller's business.
 
 Words follow LLMLingua-2's XLM-R rule (``is_begin_of_new_word``): a word starts after whitespace or at a token that
 is a single ASCII punctuation character, and the tokens that follow (up to the next whitespace or punctuation)
-continue it. ``words`` applies that rule to characters rather than tokens, so it needs no tokenizer: ``"x=5."``
+continue it. ``lingua_words`` applies that rule to characters rather than tokens, so it needs no tokenizer: ``"x=5."``
 gives the words ``x``, ``=5`` and ``.``, as LLMLingua-2 gets them from the tokens ``▁x = 5 .``. Where a token spans
 several of our words (a multi-character token such as ``...`` or ``3.5``), each of them gets that token's
 probability.
@@ -29,6 +29,8 @@ import string
 import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from src.baselines.ranking import Ranking, RankingPruner
+
 DEFAULT_CLASSIFIER = "microsoft/llmlingua-2-xlm-roberta-large-meetingbank"
 KEEP_LABEL = 1
 
@@ -36,8 +38,10 @@ _PUNCT = re.escape(string.punctuation)
 _WORD = re.compile(rf"\s*(?:[{_PUNCT}][^\s{_PUNCT}]*|[^\s{_PUNCT}]+)")
 
 
-def words(text: str) -> list[tuple[int, int]]:
-    """Character spans ``(start, end)`` of the words of ``text``, in order.
+def lingua_words(text: str) -> list[tuple[int, int]]:
+    """Character spans ``(start, end)`` of LLMLingua-2's words of ``text``, in order: TokenSkip's units.
+
+    Not the analyses' ``src.analysis.categories.words``, which keeps numbers and contractions whole.
 
     A word is a run of non-whitespace characters that starts after whitespace or at an ASCII punctuation
     character (which then begins a new word: ``"x=5."`` -> ``x``, ``=5``, ``.``). Each span includes the whitespace
@@ -126,7 +130,7 @@ def _token_keep_probs(
 def word_keep_probs(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str, window: int = 512, batch_size: int = 8
 ) -> list[float]:
-    """LLMLingua-2 keep probability of each word of ``words(text)``, in order.
+    """LLMLingua-2 keep probability of each word of ``lingua_words(text)``, in order.
 
     Per token: softmax over the classifier's logits, probability of label 1; per word: the mean over the tokens
     that overlap it. Windows hold at most ``window`` tokens including the special ones. A word for which the
@@ -134,7 +138,7 @@ def word_keep_probs(
     to nothing) takes the mean of its whitespace-delimited piece, or 0.0 if the whole piece has no token: the
     classifier never sees it, and LLMLingua-2 would lose it from its output.
     """
-    spans = words(text)
+    spans = lingua_words(text)
     if not spans:
         return []
     if batch_size < 1:
@@ -204,3 +208,27 @@ def load_classifier(
     if model.config.num_labels <= KEEP_LABEL:
         raise ValueError(f"{path!r} has {model.config.num_labels} label(s); LLMLingua-2 classifiers have 2")
     return model.to(device).eval(), tokenizer
+
+
+class TokenSkipPruner(RankingPruner):
+    """TokenSkip: LLMLingua-2's token classifier scores the reasoning; words with the lowest mean keep
+    probability go first (word-level, in windows of at most `window` classifier tokens). No pruner LM."""
+
+    method, objective, uses_model = "tokenskip", "keep_probability", False
+
+    def __init__(
+        self, classifier: str = DEFAULT_CLASSIFIER, window: int = 512, batch_size: int = 8, device: str | None = None
+    ):
+        self.classifier, classifier_tokenizer = load_classifier(classifier, device)
+        super().__init__(classifier_tokenizer, classifier)
+        self.window, self.batch_size = window, batch_size
+
+    def rank(self, question: str, reasoning: str, answer: str, record_id: str) -> Ranking:
+        spans = lingua_words(reasoning)
+        probs = word_keep_probs(self.classifier, self.tokenizer, reasoning, self.window, self.batch_size)
+
+        def render(kept: list[int]) -> str:
+            return "".join(reasoning[spans[i][0] : spans[i][1]] for i in kept).lstrip()
+
+        units = [reasoning[s:e] for s, e in spans]
+        return Ranking(units, torch.tensor(probs, dtype=torch.float64), render)
