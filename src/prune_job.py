@@ -1,4 +1,4 @@
-"""`+experiment=prune`: greedy-prune a data set into records.jsonl, resumable, skipping bad input.
+"""The prune job (`+experiment=prune`): greedy-prune a data set into records.jsonl, resumable, skipping bad input.
 
 A finished record is appended to records.jsonl; a record in progress keeps its partial state under
 `partial/` (src/checkpoint.py), so a killed run continues inside the record it was on.
@@ -9,25 +9,24 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from exact import GreedyPruner, InvalidInstance, PruneResult
+from exact import InvalidInstance, PruneResult
 from exact.keep import check_keep_fraction
 from src.api import build_pruner, read_data, setup_runtime
-from src.checkpoint import PartialStates, fingerprint
+from src.checkpoint import PartialStates
 from src.data import BadInput
 from src.labels import labelled_ids
 from src.outputs import RecordWriter
+from src.pruning import checkpointing, new_counts, prune_item, record_metrics, records_to_prune, report_skip
 from src.tracking import start_tracking
 
 log = logging.getLogger(__name__)
-INPUT_FIELDS = ("id", "question", "reasoning", "answer")
 
 
 def describe(result: PruneResult, keep: float) -> str:
@@ -56,17 +55,6 @@ def advance(bar: tqdm):
     return on_step
 
 
-def checkpointing(pruner, item: dict, cfg: DictConfig, partials: PartialStates) -> dict:
-    """`prune` arguments that continue `item` from its saved state, if any, and save its new states.
-
-    A static baseline finishes at once and gets none.
-    """
-    if not isinstance(pruner, GreedyPruner):
-        return {}
-    key = fingerprint(item, cfg)
-    return {"resume": partials.load(item["id"], key), "on_state": partials.saver(item["id"], key)}
-
-
 def prune_records(
     pruner,
     items: Iterable[dict | BadInput],
@@ -77,7 +65,7 @@ def prune_records(
 ) -> dict:
     """Prune every item not yet in `writer`, each from its partial state if saved; skip bad ones. Returns counts."""
     out = Path(cfg.output_dir)
-    counts = {"pruned": 0, "resumed": 0, "continued": 0, "skipped": 0}
+    counts = new_counts()
     progress = cfg.runtime.progress
     todo = records_to_prune(items, writer.done, partial(report_skip, out, counts=counts), counts, partials)
     for item in tqdm(todo, desc="records", unit="rec", total=cfg.data.limit, disable=not progress):
@@ -90,82 +78,20 @@ def prune_records(
             with tqdm(desc=rid, unit="del", leave=False, disable=not progress) as bar:
                 result = prune_item(pruner, item, cfg, on_step=advance(bar), **checkpoint)
         except InvalidInstance as err:
-            report_skip(out, BadInput(f"record {rid!r}", str(err)), counts)
+            report_skip(out, BadInput(f"record {rid!r}", str(err)), counts, record_id=rid)
             continue
         writer.write(result.record.to_json())
         partials.remove(rid)
         counts["pruned"] += 1
         counts["continued"] += resumed is not None
-        _log_record(tracker, result)
+        tracker.log(record_metrics(result.record.to_json()))
         if cfg.show_chains:
-            tqdm.write(describe(result, min(cfg.pruner.keep_fractions)))
+            tqdm.write(describe(result, min(cfg.pruner.prune.keep_fractions)))
     return counts
 
 
-def records_to_prune(
-    items: Iterable[dict | BadInput], done: set[str], skip, counts: dict[str, int], partials: PartialStates
-) -> Iterator[dict[str, Any]]:
-    """The records still to prune. Bad input and repeated ids go to `skip`; ids in `done` count as resumed."""
-    seen: set[str] = set()
-    for item in items:
-        if not isinstance(item, BadInput):
-            if item["id"] in seen:
-                item = BadInput(f"record {item['id']!r}", "duplicate id")
-            else:
-                seen.add(item["id"])
-        if isinstance(item, BadInput):
-            skip(item)
-        elif item["id"] in done:
-            partials.remove(item["id"])  # left behind by a kill between writing the record and removing its state
-            counts["resumed"] += 1
-        else:
-            yield item
-
-
-def prune_item(pruner, item: dict[str, Any], cfg: DictConfig, **options) -> PruneResult:
-    """Prune one record with the job's pruner settings; its other input fields are carried through."""
-    p = cfg.pruner
-    return pruner.prune(
-        item["question"],
-        item["reasoning"],
-        item["answer"],
-        keep_fractions=list(p.keep_fractions),
-        prune_to_end=p.prune_to_end,
-        record_scores=p.record_scores,
-        max_deletions=p.get("max_deletions"),
-        id=item["id"],
-        extra={k: v for k, v in item.items() if k not in INPUT_FIELDS},
-        **options,
-    )
-
-
-def report_skip(out: Path, bad: BadInput, counts: dict) -> None:
-    """Bad input: a warning, a line in skipped.jsonl, and the `skipped` count."""
-    log.warning("skipping %s", bad)
-    counts["skipped"] += 1
-    with (out / "skipped.jsonl").open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"where": bad.where, "reason": bad.reason}, ensure_ascii=False) + "\n")
-
-
-def _log_record(tracker, result: PruneResult) -> None:
-    r = result.record
-    metrics = {
-        "record/n_reasoning_tokens": r.n_reasoning_tokens,
-        "record/deletions": len(r.deletion_order),
-        "record/wall_s": r.cost["wall_s"],
-    }
-    if r.step_objective:
-        start, end = r.step_objective[0], r.step_objective[-1]
-        metrics.update(
-            {"record/objective_start": start, "record/objective_end": end, "record/objective_drop": start - end}
-        )
-    if "tokens_processed" in r.cost:
-        metrics["record/tokens_per_s"] = r.cost["tokens_processed"] / max(r.cost["wall_s"], 1e-9)
-    tracker.log(metrics)
-
-
 def run(cfg: DictConfig) -> dict:
-    for keep in cfg.pruner.keep_fractions:  # before anything is loaded or written
+    for keep in cfg.pruner.prune.keep_fractions:  # before anything is loaded or written
         check_keep_fraction(keep)
     setup_runtime(cfg)
     out = Path(cfg.output_dir)
@@ -177,7 +103,7 @@ def run(cfg: DictConfig) -> dict:
     on_ray = cfg.runtime.name == "ray"
     with RecordWriter(out / "records.jsonl") as writer:
         writer.done |= labelled_ids(cfg.runtime.get("done_from") or [])  # labelled elsewhere (packed labels)
-        if on_ray:  # lazy: ray is an optional extra, and ray_prune imports this module
+        if on_ray:  # lazy: ray is an optional extra
             from src.scale.ray_prune import prune_records_on_ray
 
             counts = prune_records_on_ray(cfg, writer, partials, tracker, out)
@@ -192,7 +118,7 @@ def run(cfg: DictConfig) -> dict:
     tracker.finish()
     where = f" on {cfg.runtime.workers} Ray workers" if on_ray else ""
     continued = f" ({counts['continued']} continued from a partial state)" if counts["continued"] else ""
-    done = f"{counts['resumed']} already done, {counts['skipped']} skipped"
+    done = f"{counts['already_done']} already done, {counts['skipped']} skipped"
     print(f"\n{counts['pruned']} pruned{where}{continued}, {done}.")
     print(f"Run directory: {out}  (records.jsonl, summary.json{', skipped.jsonl' if counts['skipped'] else ''})")
     if tracker.location:

@@ -1,13 +1,16 @@
-"""`+experiment=generate`: teacher chains by rejection sampling, and the teacher's zero-shot accuracy.
+"""Teacher chains by rejection sampling, and the teacher's zero-shot accuracy (`+experiment=generate`, and
+the first stage of `+experiment=distill`).
 
-For each train problem the teacher draws `samples` answers; one correct answer is kept at random
-(seeded per problem) and split into reasoning and answer, giving a record ready for pruning.
+For each train problem the teacher draws `samples` answers, seeded by the problem's id (`problem_seed`),
+so a resumed run draws what an uninterrupted one would; one correct answer is kept at random (also
+seeded per problem) and split into reasoning and answer, giving a record ready for pruning.
 Problems with no correct sample are dropped and counted. Records are appended as they finish, so
 a rerun with the same run directory resumes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -15,18 +18,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from src.answers import is_correct, split_output
-from src.api import setup_runtime
+from src.data import BadInput, read_jsonl
 from src.distill.evaluate import answer_problems, summarize
-from src.generation import Generator, chat_prompts, make_generator
+from src.generation import Generator, chat_prompts
 from src.outputs import RecordWriter
 from src.problems import load_benchmark
-from src.tracking import start_tracking
 
 log = logging.getLogger(__name__)
+
+
+def problem_seed(seed: int, problem_id: str) -> int:
+    """The sampling seed of one problem: a stable hash of the run's `seed` and the problem id (63 bits)."""
+    digest = hashlib.sha256(f"{seed}:{problem_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def choose_sample(samples: list[str], problem: dict[str, Any], benchmark: DictConfig, seed: int) -> dict | None:
@@ -48,9 +57,9 @@ def sample_chains(
     """Rejection-sample every problem not yet in records.jsonl or dropped.jsonl; returns the counts."""
     teacher, benchmark = cfg.teacher, cfg.benchmark
     dropped_path = out / "dropped.jsonl"
-    dropped = (
-        {json.loads(line)["id"] for line in dropped_path.read_text().splitlines()} if dropped_path.exists() else set()
-    )
+    dropped = set()
+    if dropped_path.exists():  # a line torn by a kill is passed over: that problem is sampled again
+        dropped = {str(r["id"]) for _, r in read_jsonl(dropped_path) if not isinstance(r, BadInput) and "id" in r}
     with RecordWriter(out / "records.jsonl") as writer, dropped_path.open("a", encoding="utf-8") as drops:
         todo = [p for p in problems if p["id"] not in writer.done and p["id"] not in dropped]
         bar = tqdm(
@@ -69,7 +78,7 @@ def sample_chains(
                 teacher.temperature,
                 teacher.top_p,
                 teacher.max_new_tokens,
-                teacher.seed + start,
+                [problem_seed(teacher.seed, p["id"]) for p in batch],
             )
             for problem, texts in zip(batch, samples):
                 chosen = choose_sample(texts, problem, benchmark, teacher.seed)
@@ -107,7 +116,8 @@ def generate_chains(cfg: DictConfig, out: Path, tracker=None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     splits = load_benchmark(cfg.benchmark)
-    generate, tokenizer = make_generator(cfg.teacher, cfg.runtime.progress)
+    model = OmegaConf.to_container(cfg.teacher.model, resolve=True)  # a plain spec: load_model's arguments
+    generate, tokenizer = instantiate(cfg.teacher.generator, model=model, progress=cfg.runtime.progress)
     summary: dict[str, Any] = sample_chains(generate, tokenizer, splits["train"], cfg, out)
     if cfg.teacher.zero_shot:
         summary["zero_shot"] = zero_shot(generate, tokenizer, splits["test"], cfg, out)
@@ -116,18 +126,4 @@ def generate_chains(cfg: DictConfig, out: Path, tracker=None) -> dict[str, Any]:
     log.info("teacher: kept %d of %d problems, dropped %d", summary["kept"], summary["problems"], summary["dropped"])
     if tracker is not None:
         tracker.summary({f"teacher/{k}": v for k, v in summary.items() if not isinstance(v, dict)})
-    return summary
-
-
-def run(cfg: DictConfig) -> dict:
-    setup_runtime(cfg)
-    out = Path(cfg.output_dir)
-    tracker = start_tracking(cfg, out, "generate")
-    summary = generate_chains(cfg, out, tracker)
-    tracker.finish()
-    zs = summary.get("zero_shot")
-    print(f"\nteacher chains: {summary['kept']} kept, {summary['dropped']} dropped of {summary['problems']} problems")
-    if zs:
-        print(f"zero-shot test accuracy: {zs['accuracy']:.3f} on {zs['n']} problems")
-    print(f"records: {out / 'records.jsonl'}  (prune them with +experiment=prune data=jsonl data.path=...)")
     return summary

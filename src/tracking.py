@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -42,23 +43,38 @@ class Tracker:
 
 
 def start_tracking(cfg: DictConfig, run_dir: str | Path, job: str) -> Tracker:
-    """A Tracker for `cfg.logger` (`wandb` or `none`), writing under `run_dir`."""
-    logger = cfg.logger
-    if logger.name == "none":
-        return Tracker()
-    if logger.name != "wandb":
-        raise ValueError(f"unknown logger {logger.name!r}; expected 'wandb' or 'none'")
+    """The Tracker `cfg.logger` instantiates (conf/logger: wandb or none), for the job `job` writing under `run_dir`."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    # not recursive: the job config it records holds other `_target_` nodes
+    return instantiate(cfg.logger, run_dir=str(run_dir), job=job, run_config=config, _recursive_=False, _convert_="all")
+
+
+def untracked(run_dir: str, job: str, run_config: dict[str, Any]) -> Tracker:
+    """No tracking (`logger=none`): a Tracker that does nothing."""
+    return Tracker()
+
+
+def wandb_tracker(
+    run_dir: str,
+    job: str,
+    run_config: dict[str, Any],
+    project: str = "greedy-prune",
+    entity: str | None = None,
+    mode: str = "offline",
+    tags: list[str] | None = None,
+) -> Tracker:
+    """A W&B run for the job (`logger=wandb`), offline by default: `wandb sync` uploads it later."""
     import wandb
 
     run = wandb.init(
-        project=logger.project,
-        entity=logger.get("entity"),
-        mode=logger.mode,
-        dir=str(run_dir),
+        project=project,
+        entity=entity,
+        mode=mode,
+        dir=run_dir,
         name=f"{job}-{Path(run_dir).name}",
         job_type=job,
-        tags=list(logger.get("tags") or []),
-        config=OmegaConf.to_container(cfg, resolve=True),
+        tags=list(tags or []),
+        config=run_config,
         settings=wandb.Settings(silent=True, console="off"),
     )
     return Tracker(run)

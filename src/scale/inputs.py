@@ -11,18 +11,16 @@ from collections.abc import Iterator
 
 from omegaconf import DictConfig
 
-from src.api import read_data
+from src.api import pruner_class, read_data
 from src.data import BadInput
-from src.models import EMBEDDED, embedded_smollm2
+from src.models import resolve_model_path
 
 
 def tokenizer_path(cfg: DictConfig) -> str:
-    """Where the tokenizer that measures reasoning length lives: TokenSkip's classifier, else the pruner LM."""
-    if cfg.pruner.name == "tokenskip":
+    """Where the tokenizer that measures reasoning length lives: the pruner LM's, or (TokenSkip) its classifier's."""
+    if not pruner_class(cfg.pruner).uses_model:
         return str(cfg.pruner.classifier)
-    if cfg.model.path == EMBEDDED:
-        return str(embedded_smollm2(cfg.model.get("cache_dir")))
-    return str(cfg.model.path)
+    return resolve_model_path(str(cfg.model.path), cfg.model.get("cache_dir"))
 
 
 class TokenizerOnly:

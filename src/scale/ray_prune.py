@@ -38,8 +38,8 @@ from src.api import build_pruner, setup_runtime
 from src.checkpoint import PartialStates
 from src.data import BadInput
 from src.outputs import RecordWriter
+from src.pruning import checkpointing, new_counts, prune_item, record_metrics, records_to_prune, report_skip
 from src.scale.inputs import selected_items
-from src.tasks.prune import checkpointing, prune_item, records_to_prune, report_skip
 from src.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -153,33 +153,12 @@ def prune_on_ray(todo: list[dict[str, Any]], cfg: DictConfig) -> Iterator[dict[s
     yield from results.iter_rows()
 
 
-def record_metrics(record: dict[str, Any]) -> dict[str, float]:
-    """The per-record metrics the single-process job logs, from a record's JSON."""
-    cost, steps = record["cost"], record["step_objective"]
-    metrics = {
-        "record/n_reasoning_tokens": record["n_reasoning_tokens"],
-        "record/deletions": len(record["deletion_order"]),
-        "record/wall_s": cost["wall_s"],
-    }
-    if steps:
-        metrics.update(
-            {
-                "record/objective_start": steps[0],
-                "record/objective_end": steps[-1],
-                "record/objective_drop": steps[0] - steps[-1],
-            }
-        )
-    if "tokens_processed" in cost:
-        metrics["record/tokens_per_s"] = cost["tokens_processed"] / max(cost["wall_s"], 1e-9)
-    return metrics
-
-
 def prune_records_on_ray(
     cfg: DictConfig, writer: RecordWriter, partials: PartialStates, tracker: Tracker, out: Path
 ) -> dict[str, int]:
     """Prune every selected record not yet in `writer` on Ray; report and skip bad ones. Returns the counts."""
     require_ray()
-    counts = {"pruned": 0, "resumed": 0, "continued": 0, "skipped": 0}
+    counts = new_counts()
     skip = functools.partial(report_skip, out, counts=counts)
     todo = list(records_to_prune(selected_items(cfg), writer.done, skip, counts, partials))
     if not todo:
@@ -188,7 +167,7 @@ def prune_records_on_ray(
         rows = prune_on_ray(todo, cfg)
         for row in tqdm(rows, desc="records", unit="rec", total=len(todo), disable=not cfg.runtime.progress):
             if row["skip"]:
-                skip(BadInput(f"record {row['id']!r}", row["skip"]))
+                skip(BadInput(f"record {row['id']!r}", row["skip"]), record_id=row["id"])
                 continue
             record = json.loads(row["record"])
             writer.write(record)

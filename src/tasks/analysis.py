@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src.analysis.categories import make_annotator
 from src.analysis.cost import cost_scaling, plot_cost
 from src.analysis.dynamics import plot_dynamics, rank_dynamics
 from src.analysis.export import demo_record
@@ -39,7 +39,7 @@ def _done(tracker, out: Path, files: list[Path]) -> None:
 
 def categories(cfg: DictConfig) -> dict:
     out, runs, tracker = _start(cfg, "analysis_categories")
-    labels = label_runs(runs, make_annotator(cfg.annotator))
+    labels = label_runs(runs, instantiate(cfg.annotator))
     keeps = list(cfg.analysis.keep_fractions)
     numbers = {
         label: {
@@ -80,7 +80,7 @@ def cost(cfg: DictConfig) -> dict:
 
 def viewer(cfg: DictConfig) -> Path:
     out, runs, tracker = _start(cfg, "viewer")
-    labels = label_runs(runs, make_annotator(cfg.annotator))
+    labels = label_runs(runs, instantiate(cfg.annotator))
     page = write_viewer(out / "viewer.html", runs, labels, title=cfg.analysis.title)
     tracker.save(page)
     _done(tracker, out, [page])
@@ -88,8 +88,9 @@ def viewer(cfg: DictConfig) -> Path:
 
 
 def export_demo(cfg: DictConfig) -> list[Path]:
+    """demo-LABEL.jsonl per run for the paper's demo page; the records carry the question, reasoning and answer."""
     out, runs, tracker = _start(cfg, "export_demo")
-    labels = label_runs(runs, make_annotator(cfg.annotator))
+    labels = label_runs(runs, instantiate(cfg.annotator))
     files = []
     for label, records in runs.items():
         path = out / f"demo-{label}.jsonl"

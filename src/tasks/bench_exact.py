@@ -8,39 +8,24 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import platform
 import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from exact import GreedyPruner, make_scorer
-from src.api import build_pruner, read_data, reasoning_length, setup_runtime
-from src.data import EMBEDDED, BadInput
+from exact import GreedyPruner
+from src.api import build_pruner, select_chains, setup_runtime
 from src.models import load_model
 
-log = logging.getLogger(__name__)
 
-
-def select_chains(pruner: GreedyPruner, cfg: DictConfig) -> list[dict]:
-    """The records `cfg.data` selects (GSM8K-length chains), or the embedded set when the file is absent."""
-    if cfg.data.path not in EMBEDDED and not Path(cfg.data.path).exists() and cfg.bench.fallback_to_demo:
-        log.warning("%s not found; benchmarking the embedded demo set (shorter chains) instead", cfg.data.path)
-        cfg = cfg.copy()
-        cfg.data.path, cfg.data.format, cfg.data.reasoning_tokens = "demo", "gsm8k", None
-    chosen = [{**r, "n": reasoning_length(pruner, r)} for r in read_data(cfg, pruner) if not isinstance(r, BadInput)]
-    if not chosen:
-        raise ValueError(f"no record in {cfg.data.path} has {cfg.data.reasoning_tokens} reasoning tokens")
-    return chosen
-
-
-def with_scorer(cfg: DictConfig, name: str, options: DictConfig) -> DictConfig:
-    """A copy of `cfg` whose scorer group is replaced by `name` with `options`."""
+def with_scorer(cfg: DictConfig, scorer: DictConfig) -> DictConfig:
+    """A copy of `cfg` whose scorer is `scorer` (a conf/scorer node)."""
     copy = cfg.copy()
-    copy.scorer = OmegaConf.create({"name": name, **options})
+    copy.scorer = scorer
     return copy
 
 
@@ -71,7 +56,7 @@ def candidate_gaps(naive: list, packed: list) -> dict:
     return {"candidates": len(gaps), "max": max(gaps), "mean": sum(gaps) / len(gaps)}
 
 
-def float64_reference(model, pruner: GreedyPruner, chain: dict, fp32: dict[str, list]) -> dict:
+def float64_reference(model, pruner: GreedyPruner, scorers: DictConfig, chain: dict, fp32: dict[str, list]) -> dict:
     """First-step scores of `chain` by both scorers in float64, against the fp32 scores of the runs.
 
     Separates the algorithm (naive and packed agree in float64) from fp32 arithmetic.
@@ -80,10 +65,9 @@ def float64_reference(model, pruner: GreedyPruner, chain: dict, fp32: dict[str, 
     segments = pruner.encode(chain["question"], chain["reasoning"], chain["answer"])
     n = len(segments.reasoning)
     ids, candidates = segments.with_kept(torch.arange(n)), torch.arange(n)
-    exact = {
-        name: make_scorer(name, model64, pruner.scorer.objective_name).score(ids, len(segments.prompt), n, candidates)
-        for name in ("naive", "packed")
-    }
+    objective = pruner.scorer.objective_name
+    scorers = {name: instantiate(spec)(model64, objective=objective) for name, spec in scorers.items()}
+    exact = {name: scorer.score(ids, len(segments.prompt), n, candidates) for name, scorer in scorers.items()}
     truth = exact["naive"].values
     report = {"record": chain["id"], "naive64_vs_packed64": float((exact["packed"].values - truth).abs().max())}
     for name, step in fp32.items():
@@ -97,9 +81,7 @@ def run(cfg: DictConfig) -> dict:
     setup_runtime(cfg)
     bench = cfg.bench
     model, tokenizer = load_model(**cfg.model)
-    pruners = {
-        name: build_pruner(with_scorer(cfg, name, options), model, tokenizer) for name, options in bench.scorers.items()
-    }
+    pruners = {name: build_pruner(with_scorer(cfg, scorer), model, tokenizer) for name, scorer in bench.scorers.items()}
     chains = select_chains(next(iter(pruners.values())), cfg)
 
     runs = {}
@@ -127,7 +109,9 @@ def run(cfg: DictConfig) -> dict:
         }
 
     first = {name: r["records"][0].step_scores[0] for name, r in runs.items()}
-    reference = float64_reference(model, pruners["packed"], chains[0], first) if bench.float64_check else None
+    reference = (
+        float64_reference(model, pruners["packed"], bench.scorers, chains[0], first) if bench.float64_check else None
+    )
     ceiling = forward_throughput(
         model, bench.throughput.seq_len, list(bench.throughput.batch_sizes), bench.throughput.repeats
     )

@@ -22,29 +22,20 @@ import statistics
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from exact import GreedyPruner
-from exact.keep import kept_indices, n_kept
+from exact.keep import kept_indices, kept_jaccard, n_kept
 from exact.record import PruneRecord
-from exact.scorers import PackedScorer
 from src.analysis.dial import plot_dial
-from src.api import build_pruner, scorer_options, setup_runtime
-from src.baselines import build_baseline
+from src.api import build_pruner, select_chains, setup_runtime
 from src.models import load_model
-from src.tasks.bench_exact import select_chains
-from src.tasks.train_surrogate import groups_of
+from src.surrogate_data import groups_of
 from src.tracking import publish, start_tracking
 from surrogate.groups import Group
 from surrogate.hybrid import HybridScorer
 from surrogate.verification import choose_and_verify
-
-
-def kept_jaccard(n: int, order: list[int], reference: list[int], keep: float) -> float:
-    """Jaccard overlap of the tokens two deletion orders keep at `keep`."""
-    a, b = set(kept_indices(n, order, keep)), set(kept_indices(n, reference, keep))
-    return len(a & b) / len(a | b) if a | b else 1.0
 
 
 def prune_all(name: str, pruner, chains: list[dict], fractions: list[float], **options) -> list[PruneRecord]:
@@ -109,16 +100,15 @@ def agreement_summary(records: list[PruneRecord], reference: list[PruneRecord], 
 
 
 class Methods:
-    """The hybrid variants of `bench.methods` over one model: each is `pruner=hybrid` with its settings."""
+    """The hybrid variants of `bench.methods` over one model: each is the scorer `bench.hybrid` with its settings."""
 
     def __init__(self, cfg: DictConfig, model, tokenizer):
         self.cfg = cfg
         self.specs = {name: OmegaConf.to_container(spec) for name, spec in cfg.bench.methods.items()}
         self.pruners = {}
         for name, spec in self.specs.items():
-            settings, pruner = cfg.copy(), OmegaConf.merge(cfg.pruner, spec)  # a key pruner=hybrid lacks fails here
-            with open_dict(settings):
-                settings.pruner = pruner
+            settings = cfg.copy()
+            settings.scorer = OmegaConf.merge(cfg.bench.hybrid, spec)  # a key the hybrid scorer lacks fails here
             self.pruners[name] = build_pruner(settings, model, tokenizer)
 
     def agreement(self, reference: list[PruneRecord], exact: GreedyPruner) -> dict[str, float]:
@@ -137,11 +127,8 @@ class Methods:
 def baseline_objectives(cfg, model, tokenizer, exact: GreedyPruner, chains, reference, fractions) -> dict:
     """J of each static baseline's pruned chains at every keep fraction, and its gap to exact greedy's."""
     out = {}
-    for name in cfg.bench.baselines:
-        settings = cfg.copy()
-        with open_dict(settings):
-            settings.pruner = OmegaConf.merge(settings.pruner, {"name": name, "seed": cfg.runtime.seed})
-        records = prune_all(name, build_baseline(settings, model, tokenizer), chains, fractions)  # H2O runs eager
+    for name, node in cfg.bench.baselines.items():
+        records = prune_all(name, build_pruner(cfg, model, tokenizer, node), chains, fractions)  # H2O runs eager
         values = {f"{f:g}": [] for f in fractions}
         for chain, record in zip(chains, records):
             segments = exact.encode(chain["question"], chain["reasoning"], chain["answer"])
@@ -185,12 +172,12 @@ def long_chains(cfg, methods: Methods, exact: GreedyPruner) -> dict | None:
 
 def run(cfg: DictConfig) -> dict:
     setup_runtime(cfg)
-    fractions = [float(f) for f in cfg.pruner.keep_fractions]
+    fractions = [float(f) for f in cfg.pruner.prune.keep_fractions]
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     tracker = start_tracking(cfg, out, "bench_hybrid")
     model, tokenizer = load_model(**cfg.model)
-    exact = build_pruner(cfg, model, tokenizer, PackedScorer(model, cfg.pruner.objective, **scorer_options(cfg)))
+    exact = build_pruner(cfg, model, tokenizer)  # the job's scorer: packed
     methods = Methods(cfg, model, tokenizer)
     chains = select_chains(exact, cfg)
 

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from src.api import build_pruner, scorer_options
+from exact.keep import kept_jaccard
+from src import prune_job
+from src.analysis.runs import read_run
+from src.api import build_pruner
 from src.models import load_model
 from src.outputs import RecordWriter
-from src.tasks import prune
-from src.tasks.bench_hybrid import kept_jaccard
 from surrogate.hybrid import HybridScorer
 from surrogate.store import load_surrogate
 
 
 def run(cfg: DictConfig) -> dict:
-    summary = prune.run(cfg)
+    summary = prune_job.run(cfg)
     settings = cfg.demo
     if not settings.hybrid_k:
+        return summary
+    out = Path(cfg.output_dir)
+    exact = read_run(str(out))[1] if summary["pruned"] + summary["already_done"] else []
+    if not exact:
+        print("\nSkipping the hybrid comparison: no record was pruned.")
         return summary
     model, tokenizer = load_model(**cfg.model)
     try:
@@ -27,13 +33,10 @@ def run(cfg: DictConfig) -> dict:
     except (FileNotFoundError, ValueError) as err:
         print(f"\nSkipping the hybrid comparison: {err}")
         return summary
-    out = Path(cfg.output_dir)
-    exact = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
-    scorer = HybridScorer(
-        model, surrogate, cfg.pruner.objective, k=settings.hybrid_k, tokenizer=tokenizer, **scorer_options(cfg)
-    )
-    pruner = build_pruner(cfg, model, tokenizer, scorer)
-    keep = min(cfg.pruner.keep_fractions)
+    verify = instantiate(cfg.scorer)  # the job's packed scorer, with its budgets
+    scorer = HybridScorer(model, surrogate, cfg.pruner.objective, settings.hybrid_k, verify=verify, tokenizer=tokenizer)
+    pruner = build_pruner(cfg, model, tokenizer, scorer=scorer)
+    keep = min(cfg.pruner.prune.keep_fractions)
     config = surrogate.config
     prior = f"f_{config['horizon']}(q)" if config["horizon"] else "f(q)"
     ranking = f"{prior} + a learned residual ({config['kind']})" if config["residual"] else f"a {config['kind']}"

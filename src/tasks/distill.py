@@ -21,15 +21,15 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 from transformers import AutoTokenizer
 
+from src import prune_job
 from src.api import setup_runtime
 from src.data import BadInput, read_jsonl
 from src.distill.lengths import match_length
 from src.distill.report import ORIGINAL, ResultsTable, plot_results
 from src.distill.student import evaluate_student, train_student
-from src.models import EMBEDDED, embedded_smollm2
+from src.models import resolve_model_path
 from src.problems import load_benchmark
-from src.tasks import prune
-from src.tasks.generate import generate_chains
+from src.teacher import generate_chains
 from src.tracking import start_tracking
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,7 @@ log = logging.getLogger(__name__)
 
 def load_tokenizer(model: DictConfig):
     """The tokenizer of a model spec, without loading its weights."""
-    path = embedded_smollm2(model.cache_dir) if model.path == EMBEDDED else model.path
-    return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(resolve_model_path(model.path, model.cache_dir))
 
 
 def read_records(path: Path) -> dict[str, dict[str, Any]]:
@@ -53,19 +52,22 @@ def read_records(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def prune_chains(cfg: DictConfig, method: str, chains: Path, out: Path) -> Path:
-    """Run `method` (a config in distill.pruners) over the teacher chains into out/records.jsonl."""
-    pruner = OmegaConf.to_container(cfg.distill.pruners[method], resolve=True)
+    """Run `method` (a config in distill.pruners) over the teacher chains into out/records.jsonl.
+
+    The stage reads the chains with this job's `data` settings (`data.answer_delimiter` among them) and the
+    benchmark's system prompt.
+    """
+    pruner = OmegaConf.to_container(cfg.distill.pruners[method])  # its ${data.*} read the stage's data below
     keeps = sorted(cfg.distill.keep_fractions)
     # Greedy rankings stop at their smallest keep fraction; go a margin further so that the student-token
     # target (a different tokenizer may need a few more deletions) is always covered.
-    pruner["keep_fractions"] = keeps + [round(max(keeps[0] - cfg.distill.margin, 0.01), 4)]
+    pruner["prune"]["keep_fractions"] = keeps + [round(max(keeps[0] - cfg.distill.margin, 0.01), 4)]
     data = {
         "path": str(chains),
         "format": "records",
         "limit": None,
         "reasoning_tokens": None,
         "system_prompt": cfg.benchmark.system_prompt,
-        "answer_delimiter": "\n",
         "max_reasoning_tokens": cfg.distill.max_reasoning_tokens,
     }
     stage = cfg.copy()
@@ -73,8 +75,8 @@ def prune_chains(cfg: DictConfig, method: str, chains: Path, out: Path) -> Path:
         stage.pruner = pruner
         stage.data.update(data)
         stage.output_dir = str(out)
-        stage.logger = {"name": "none"}
-    prune.run(stage)
+        stage.logger = {"_target_": "src.tracking.untracked"}  # the distill run tracks the whole loop
+    prune_job.run(stage)
     return out / "records.jsonl"
 
 
@@ -135,6 +137,7 @@ def run(cfg: DictConfig) -> dict:
     pruned = {m: read_records(prune_chains(cfg, m, chains, out / "pruned" / m)) for m in cfg.distill.methods}
     sets = sft_sets(cfg, teacher, pruned, load_tokenizer(cfg.student.model), out)
     table = ResultsTable(out / "results.csv")
+    delimiter = cfg.data.answer_delimiter  # between reasoning and answer, as the pruner joined them
     for (method, keep), rows in sets.items():
         if table.has(method, keep):
             continue
@@ -143,7 +146,7 @@ def run(cfg: DictConfig) -> dict:
         log.info("student %s: %d chains", name, len(rows))
         logger = CSVLogger(str(folder), name="", version="")
         model, tokenizer, info = train_student(
-            cfg.student, rows, splits["dev"], cfg.benchmark, folder, logger, cfg.runtime.progress
+            cfg.student, rows, splits["dev"], cfg.benchmark, delimiter, folder, logger, cfg.runtime.progress
         )
         if rank_zero_only.rank != 0:  # with DDP/FSDP/DeepSpeed every rank trains; rank 0 evaluates and writes
             continue

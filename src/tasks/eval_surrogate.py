@@ -12,7 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from src.api import setup_runtime
-from src.tasks.train_surrogate import feature_pruner, groups_of, labelled_records, predict
+from src.surrogate_data import feature_pruner, groups_of, labelled_records, predict
 from src.tracking import start_tracking
 from surrogate.metrics import ranking_metrics
 from surrogate.models import Surrogate

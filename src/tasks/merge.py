@@ -17,25 +17,22 @@ and summary.json: records and skipped per shard and in total.
 
 from __future__ import annotations
 
-import ast
 import glob
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.data import BadInput
+from src.data import BadInput, read_jsonl
 from src.scale.shards import shard_of
 
 log = logging.getLogger(__name__)
 
 MAX_PROBLEMS = 20
-_SKIPPED_ID = re.compile(r"^record ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
 
 
 class MergeError(ValueError):
@@ -99,11 +96,11 @@ def read_skipped(shard: Shard) -> list[str]:
     if not path.exists():
         return []
     problems = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        try:
-            shard.skipped.append(dict(json.loads(line)))
-        except (json.JSONDecodeError, TypeError, ValueError):
-            problems.append(f"{path}:{lineno}: corrupt line (not a JSON object)")
+    for _, entry in read_jsonl(path):
+        if isinstance(entry, BadInput):
+            problems.append(f"{entry.where}: corrupt line ({entry.reason})")
+        else:
+            shard.skipped.append(entry)
     return problems
 
 
@@ -147,27 +144,19 @@ def copy_records(shard: Shard, out, seen: dict[str, str]) -> list[str]:
     """Append the shard's records.jsonl to `out`; problems: corrupt lines (file:line) and ids seen before."""
     problems = []
     path = shard.dir / "records.jsonl"
-    with path.open("rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            where = f"{path}:{lineno}"
-            try:
-                rid = str(json.loads(raw)["id"])
-            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-                problems.append(f"{where}: corrupt line (not a JSON record with an id)")
-                continue
-            if rid in seen:
-                problems.append(f"duplicate id {rid!r}: in {seen[rid]} and {where}")
-                continue
-            seen[rid] = where
-            out.write(raw if raw.endswith(b"\n") else raw + b"\n")
-            shard.records += 1
+    for lineno, record in read_jsonl(path):
+        where = f"{path}:{lineno}"
+        if isinstance(record, BadInput) or "id" not in record:
+            problems.append(f"{where}: corrupt line ({record.reason if isinstance(record, BadInput) else 'no id'})")
+            continue
+        rid = str(record["id"])
+        if rid in seen:
+            problems.append(f"duplicate id {rid!r}: in {seen[rid]} and {where}")
+            continue
+        seen[rid] = where
+        out.write((json.dumps(record, ensure_ascii=False) + "\n").encode())
+        shard.records += 1
     return problems
-
-
-def skipped_id(entry: dict[str, Any]) -> str | None:
-    """The record id a skipped.jsonl entry names (`record 'x' …`), or None for a bad line without one."""
-    match = _SKIPPED_ID.match(str(entry.get("where", "")))
-    return str(ast.literal_eval(match.group(1))) if match else None
 
 
 def expected_ids(cfg: DictConfig, shards: list[Shard]) -> set[str] | None:
@@ -194,7 +183,7 @@ def expected_ids(cfg: DictConfig, shards: list[Shard]) -> set[str] | None:
 
 def coverage_problems(expected: set[str], seen: dict[str, str], shards: list[Shard]) -> list[str]:
     """Ids expected but neither merged nor reported skipped, and merged ids outside the selection."""
-    reported = {rid for shard in shards for rid in map(skipped_id, shard.skipped) if rid is not None}
+    reported = {str(e["id"]) for shard in shards for e in shard.skipped if e.get("id") is not None}
     missing = sorted(expected - set(seen) - reported)
     problems = []
     if missing:

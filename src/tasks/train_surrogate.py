@@ -11,57 +11,28 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig
 
-from src.api import build_pruner, load_eager_model, setup_runtime
-from src.data import load_records
-from src.labels import read_labels
-from surrogate.features import token_class_table
-from surrogate.groups import Group, build_groups
+from src.api import setup_runtime
+from src.surrogate_data import groups_of, labelled_records, predict
+from src.tracking import Tracker, start_tracking
+from surrogate.groups import Group
 from surrogate.metrics import ranking_metrics
 from surrogate.models import Surrogate
 from surrogate.training import GroupDataModule, SurrogateModule, split_by_record
 from surrogate.verification import calibrate
 
 
-def feature_pruner(cfg: DictConfig):
-    """A pruner whose model runs eager attention, so that attention features can be read."""
-    return build_pruner(cfg, *load_eager_model(cfg))
-
-
-def lightning_logger(cfg: DictConfig, out: Path):
-    if cfg.logger.name != "wandb":
+def lightning_logger(tracker: Tracker):
+    """Lightning's logger for the job's tracker: its W&B run, or none."""
+    if tracker.run is None:
         return False
     from lightning.pytorch.loggers import WandbLogger
 
-    return WandbLogger(project=cfg.logger.project, mode=cfg.logger.mode, save_dir=str(out), job_type="train_surrogate")
+    return WandbLogger(experiment=tracker.run)
 
 
-def predict(surrogate: Surrogate, groups: list[Group]) -> list[torch.Tensor]:
-    with torch.inference_mode():
-        return [surrogate(g.features, g.prior) for g in groups]
-
-
-def labelled_records(cfg: DictConfig, labels) -> list[dict]:
-    """The labelled records of `labels` (records.jsonl or packed files); packed ones get their text from
-    `surrogate.label_sources`, read as `cfg.data` reads them."""
-    data = cfg.data
-
-    def dataset():
-        for path in cfg.surrogate.label_sources:
-            yield from load_records(path, data.format, data.split, data.answer_template, data.id_prefix, data.name)
-
-    return read_labels(labels, dataset)
-
-
-def groups_of(cfg: DictConfig, records: list[dict], feature_set: str, horizon: int = 0, pruner=None) -> list[Group]:
-    """The groups of every labelled step: `feature_set` features and f_horizon priors by the model in `cfg`
-    (or `pruner`'s)."""
-    pruner = pruner or feature_pruner(cfg)
-    classes = token_class_table(pruner.tokenizer)
-    cache, progress = cfg.surrogate.feature_cache, cfg.runtime.progress
-    return build_groups(records, pruner, cache, feature_set, classes, progress, horizon)
-
-
-def fit(cfg: DictConfig, surrogate: Surrogate, train: list[Group], val: list[Group], out: Path) -> float | None:
+def fit(
+    cfg: DictConfig, surrogate: Surrogate, train: list[Group], val: list[Group], out: Path, tracker: Tracker
+) -> float | None:
     """Train `surrogate` with Lightning (1 − Pearson per step), restore its best validation checkpoint; its score."""
     spec = cfg.surrogate
     surrogate.fit_normalizer(torch.cat([g.features for g in train]))
@@ -72,7 +43,7 @@ def fit(cfg: DictConfig, surrogate: Surrogate, train: list[Group], val: list[Gro
         val_check_interval=spec.val_every_steps,
         check_val_every_n_epoch=None,
         callbacks=[checkpoint, EarlyStopping(monitor="val_pearson", mode="max", patience=spec.patience)],
-        logger=lightning_logger(cfg, out),
+        logger=lightning_logger(tracker),
         fast_dev_run=spec.fast_dev_run,
         accelerator="cpu",
         default_root_dir=str(out),
@@ -98,7 +69,8 @@ def run(cfg: DictConfig) -> dict:
 
     width = train[0].features.shape[1]
     surrogate = Surrogate(width, spec.kind, spec.hidden, spec.feature_set, spec.residual, spec.horizon)
-    best = fit(cfg, surrogate, train, val, out) if surrogate.net is not None else None
+    tracker = start_tracking(cfg, out, "train_surrogate")
+    best = fit(cfg, surrogate, train, val, out, tracker) if surrogate.net is not None else None
     surrogate.eval()
     # The adaptive policy's margins, simulated on the held-out validation steps.
     surrogate.calibration = calibrate(
@@ -122,5 +94,7 @@ def run(cfg: DictConfig) -> dict:
     text = json.dumps(report, indent=2)
     (out / "train_surrogate.json").write_text(text)
     print(text)
+    tracker.summary({key: value for key, value in report.items() if key in ("best_val_pearson", "steps")})
+    tracker.finish()
     print(f"Surrogate saved to {spec.output}")
     return report
