@@ -31,15 +31,24 @@ class BadInput:
         return f"{self.where}: {self.reason}"
 
 
+class Record(dict):
+    """A checked `{id, question, reasoning, answer, ...}` record (a dict of its fields) that also knows
+    `where` it was read (file and line, or hub row), so a later check such as for repeated ids can name it."""
+
+    def __init__(self, fields: dict[str, Any], where: str):
+        super().__init__(fields)
+        self.where = where
+
+
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | BadInput]]:
-    """(line number, object) for each non-blank line of a JSONL file (gzipped when it ends in .gz);
-    undecodable or non-object lines become BadInput."""
+    """(line number, object) for each non-blank line of a UTF-8 JSONL file, with or without a byte-order
+    mark (gzipped when it ends in .gz); undecodable or non-object lines become BadInput."""
     path = Path(path)
     with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
         for lineno, raw in enumerate(handle, start=1):
             where = f"{path}:{lineno}"
             try:
-                text = raw.decode("utf-8")
+                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as err:
                 yield lineno, BadInput(where, f"not valid UTF-8 ({err.reason} at byte {err.start})")
                 continue
@@ -56,21 +65,24 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | BadInpu
             yield lineno, obj
 
 
-def check_record(obj: dict[str, Any], where: str) -> dict[str, Any] | BadInput:
-    """The record with a string id, or BadInput naming the missing or mistyped field."""
+def check_record(obj: dict[str, Any], where: str) -> Record | BadInput:
+    """The record read at `where`, with a string id, or BadInput naming the missing, mistyped or empty field.
+
+    An empty answer is bad input: the Answer objective, log p(answer), means nothing on it.
+    """
     rid = obj.get("id")
-    if rid is not None:
-        where = f"record {rid!r} ({where})"
+    place = f"record {rid!r} ({where})" if rid is not None else where
     for key in REQUIRED:
         if key not in obj:
-            return BadInput(where, f"missing field {key!r}")
+            return BadInput(place, f"missing field {key!r}")
         if not isinstance(obj[key], str):
-            return BadInput(where, f"field {key!r} must be a string, got {type(obj[key]).__name__}")
-    if not obj["reasoning"].strip():
-        return BadInput(where, "empty reasoning")
+            return BadInput(place, f"field {key!r} must be a string, got {type(obj[key]).__name__}")
+    for key in ("reasoning", "answer"):
+        if not obj[key].strip():
+            return BadInput(place, f"empty {key}")
     if not isinstance(rid, (str, int)) or isinstance(rid, bool):
-        return BadInput(where, "missing or non-string field 'id'")
-    return {**obj, "id": str(rid)}
+        return BadInput(place, "missing or non-string field 'id'")
+    return Record({**obj, "id": str(rid)}, where)
 
 
 def split_gsm8k(answer: str) -> tuple[str, str] | None:
@@ -127,6 +139,12 @@ def source_rows(
         yield f"{path}[{split}]:{index}", dict(row)
 
 
+def gsm8k_id(path: str, index: int) -> str:
+    """The id of GSM8K row `index` (from 0) of `path`: `{file stem}-{index}`, e.g. `test-17`, on every path
+    (pruning, teacher sampling), so a chain keeps its id from teacher to pruner."""
+    return f"{Path(path).stem}-{index}"
+
+
 def load_records(
     path: str,
     format: str = "records",
@@ -134,21 +152,21 @@ def load_records(
     answer_template: str = "{answer}",
     id_prefix: str | None = None,
     name: str = "gsm8k",
-) -> Iterator[dict[str, Any] | BadInput]:
-    """Records (or BadInput) from `path`, in file order; `format` is `records` or `gsm8k`.
+) -> Iterator[Record | BadInput]:
+    """Records (each with its `where`) or BadInput from `path`, in file order; `format` is `records` or `gsm8k`.
 
     GSM8K rows get the id `{id_prefix}{row number}` (default prefix: the file's stem) and `dataset=name`.
     """
     if format not in ("records", "gsm8k"):
         raise ValueError(f"unknown data format {format!r}; expected 'records' or 'gsm8k'")
-    prefix = id_prefix if id_prefix is not None else f"{Path(path).stem}-"
     config = "main" if "gsm8k" in path.lower() else None
     for count, (where, row) in enumerate(source_rows(path, split, config)):
         if isinstance(row, BadInput):
             yield row
             continue
         if format == "gsm8k":
-            row = gsm8k_record(row, f"{prefix}{count}", answer_template, where, name)
+            rid = gsm8k_id(path, count) if id_prefix is None else f"{id_prefix}{count}"
+            row = gsm8k_record(row, rid, answer_template, where, name)
         yield row if isinstance(row, BadInput) else check_record(row, where)
 
 

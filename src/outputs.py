@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from src.data import BadInput, read_jsonl
+
 log = logging.getLogger(__name__)
 
 
@@ -26,23 +28,24 @@ class RecordWriter:
         self._handle = self.path.open("a", encoding="utf-8")
 
     def _truncate_torn_tail(self) -> None:
+        """Read the ids already written; drop a torn last line, refuse a corrupt line before it."""
         if not self.path.exists():
             return
-        lines = self.path.read_bytes().splitlines(keepends=True)
-        good = 0
-        for lineno, line in enumerate(lines, start=1):
-            try:
-                self.done.add(str(json.loads(line)["id"]))
-            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-                if lineno < len(lines):
-                    raise ValueError(f"{self.path}:{lineno}: corrupt line inside an existing output file") from None
-                log.warning("%s:%d: dropping the incomplete line left by an interrupted run", self.path, lineno)
-                break
-            good += len(line)
-        with self.path.open("r+b") as handle:
-            handle.truncate(good)
-            if good and b"".join(lines)[good - 1 : good] != b"\n":  # a whole record that lost its newline
-                handle.seek(good)
+        with self.path.open("rb") as handle:
+            lines = handle.readlines()
+        for lineno, row in read_jsonl(self.path):
+            if not isinstance(row, BadInput) and "id" in row:
+                self.done.add(str(row["id"]))
+                continue
+            why = row.reason if isinstance(row, BadInput) else "no 'id' field"
+            if lineno < len(lines):
+                raise ValueError(f"{self.path}:{lineno}: corrupt line inside an existing output file ({why})")
+            log.warning("%s:%d: dropping the incomplete line left by an interrupted run (%s)", self.path, lineno, why)
+            with self.path.open("r+b") as handle:
+                handle.truncate(sum(map(len, lines[:-1])))
+            return
+        if lines and not lines[-1].endswith(b"\n"):  # a whole record that lost its newline
+            with self.path.open("ab") as handle:
                 handle.write(b"\n")
 
     def write(self, row: dict[str, Any]) -> None:

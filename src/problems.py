@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from src.answers import last_boxed
-from src.data import BadInput, source_rows, split_gsm8k
+from src.data import BadInput, gsm8k_id, source_rows, split_gsm8k
 
 FORMATS = ("gsm8k", "math", "mmlu_pro")
 LETTERS = "ABCDEFGHIJ"
@@ -93,8 +93,8 @@ def read_problems(
 ) -> Iterator[dict[str, Any] | BadInput]:
     """Problems (or BadInput) from `path` in file order; `format` is gsm8k, math or mmlu_pro.
 
-    `split` is the hub split to load when `path` is a hub id; it also names GSM8K ids (`gsm8k-train-17`,
-    by row number from 0) and MATH ids of rows without a `unique_id`. `dataset` defaults to `format`.
+    `split` is the hub split to load when `path` is a hub id; it also names MATH ids of rows without a
+    `unique_id` (`math-test-3`). GSM8K ids are `gsm8k_id(path, row)`. `dataset` defaults to `format`.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown benchmark format {format!r}; expected one of {FORMATS}")
@@ -103,7 +103,7 @@ def read_problems(
         if isinstance(row, BadInput):
             yield row
         elif format == "gsm8k":
-            yield gsm8k_problem(row, f"{dataset}-{split}-{index}", where, dataset)
+            yield gsm8k_problem(row, gsm8k_id(path, index), where, dataset)
         elif format == "math":
             yield math_problem(row, f"math-{split}-{index}", where, dataset)
         else:

@@ -47,8 +47,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from src.distill.lengths import unit_spans
 
@@ -199,7 +198,7 @@ def words(text: str) -> list[tuple[int, int]]:
     """Character spans of the words of `text`: runs of letters/digits, LaTeX commands, single other characters.
 
     Numbers and contractions stay whole (12.5, 1,000, 3/4, don't, Tom's); "3+4=7." gives 3 + 4 = 7 . ;
-    whitespace belongs to no word.
+    whitespace belongs to no word. TokenSkip's units are LLMLingua-2's words instead (`tokenskip.lingua_words`).
     """
     return [m.span() for m in _WORD.finditer(text)]
 
@@ -439,15 +438,3 @@ class RuleAnnotator:
 
     def labels(self, text: str, question: str = "") -> list[str]:
         return rule_labels(text, question)
-
-
-def make_annotator(cfg: Mapping[str, Any]) -> Annotator:
-    """The annotator a `conf/annotator/*.yaml` node names: `rules`, or `llm` (an OpenAI-compatible endpoint)."""
-    name = cfg.get("name")
-    if name == "rules":
-        return RuleAnnotator()
-    if name == "llm":
-        from src.analysis.llm_annotator import llm_annotator_from_config
-
-        return llm_annotator_from_config(cfg)
-    raise ValueError(f"unknown annotator {name!r}; expected 'rules' or 'llm'")

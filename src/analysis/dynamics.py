@@ -7,7 +7,7 @@ of S they name:
 - frozen: the step scores of the unpruned chain (keep 1.0), never updated;
 - random: the expected hit of a random choice, |S| / (tokens kept at a).
 Local below 1 and frozen falling with depth mean each deletion changes what matters next.
-Needs records written with `pruner.record_scores=true` and one deletion per step.
+Needs records written with `pruner.prune.record_scores=true` and one deletion per step.
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ def rank_dynamics(records: list[dict[str, Any]], keep_fractions: list[float]) ->
                 }
             )
     if not rows:
-        raise ValueError("no record has step scores over these keep fractions; prune with pruner.record_scores=true")
+        raise ValueError(
+            "no record has step scores at these keep fractions; prune with pruner.prune.record_scores=true"
+        )
     return {"transitions": rows}
 
 

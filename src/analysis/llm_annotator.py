@@ -21,17 +21,14 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import json_repair
 
 from src.analysis.categories import CATEGORIES, DEFINITIONS, PAPER_KEYS, rule_labels, words
+from src.paths import cache_root
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "greedy-prune" / "annotations"
 
 # Our names and the paper's keys, in any case, to our names.
 CATEGORY_NAMES: dict[str, str] = {
@@ -105,17 +102,23 @@ class LLMAnnotator:
         self,
         base_url: str,
         model: str,
-        api_key: str | None,
-        cache_dir: str | Path | None,
+        api_key: str | None = None,
+        cache_dir: str | Path | None = None,
         max_retries: int = 3,
         timeout_s: float = 60,
         temperature: float = 0.0,
         backoff_s: float = 1.0,
+        api_key_env: str | None = None,
     ):
+        """`api_key`, or else the environment variable `api_key_env` (None: send no key)."""
+        if not api_key and api_key_env:
+            api_key = os.environ.get(api_key_env)
+            if not api_key:
+                log.warning("annotator: environment variable %s is not set; sending no API key", api_key_env)
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.api_key = api_key
-        self.cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
+        self.cache_dir = Path(cache_dir) if cache_dir else cache_root() / "annotations"
         self.max_retries = max_retries
         self.timeout_s = timeout_s
         self.temperature = temperature
@@ -224,23 +227,3 @@ def retry_after(headers) -> float:
         return min(max(float(headers.get("Retry-After", 0)), 0.0), 60.0)
     except (TypeError, ValueError, AttributeError):
         return 0.0
-
-
-def llm_annotator_from_config(cfg: Mapping[str, Any]) -> LLMAnnotator:
-    """An LLMAnnotator from a `conf/annotator/llm.yaml` node; the key is `api_key`, or read from env `api_key_env`."""
-    api_key = cfg.get("api_key")
-    env = cfg.get("api_key_env")
-    if not api_key and env:
-        api_key = os.environ.get(env)
-        if not api_key:
-            log.warning("annotator: environment variable %s is not set; sending no API key", env)
-    return LLMAnnotator(
-        base_url=cfg["base_url"],
-        model=cfg["model"],
-        api_key=api_key,
-        cache_dir=cfg.get("cache_dir"),
-        max_retries=int(cfg.get("max_retries", 3)),
-        timeout_s=float(cfg.get("timeout_s", 60)),
-        temperature=float(cfg.get("temperature", 0.0)),
-        backoff_s=float(cfg.get("backoff_s", 1.0)),
-    )

@@ -114,7 +114,8 @@ def match_length(
         if deletions and steps[order[deletions - 1]] == math.inf:
             raise InsufficientRanking(
                 f"record {record_id!r}: its deletion order ({len(deletion_order)} of {len(units)} units) ends before "
-                f"keep {keep:g} in student tokens; prune further (a smaller keep fraction or pruner.prune_to_end=true)"
+                f"keep {keep:g} in student tokens; prune further (smaller keep fractions, "
+                "or pruner.prune.prune_to_end=true)"
             )
         gone = set(order[:deletions])
         pruned = student_tokenizer.decode(

@@ -38,11 +38,13 @@ def train_student(
     chains: list[dict[str, Any]],
     dev: list[dict[str, Any]],
     benchmark: DictConfig,
+    answer_delimiter: str,
     out: Path,
     logger=False,
     progress: bool = True,
 ) -> tuple[Any, Any, dict[str, Any]]:
-    """Fine-tune a fresh `spec.model` on `chains` ({question, reasoning, answer}); the best dev checkpoint.
+    """Fine-tune a fresh `spec.model` on `chains` ({question, reasoning, answer}, joined by `answer_delimiter`
+    as the pruner joins them); the best dev checkpoint.
 
     Returns (model, tokenizer, info) with the best dev accuracy, the step it came from, and wall time.
     """
@@ -54,7 +56,7 @@ def train_student(
         model = _with_lora(model, spec.lora)
     model.train()
     examples = [
-        sft_example(tokenizer, c["question"], c["reasoning"], c["answer"], benchmark.system_prompt, "\n")
+        sft_example(tokenizer, c["question"], c["reasoning"], c["answer"], benchmark.system_prompt, answer_delimiter)
         for c in chains
     ]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
