@@ -7,7 +7,15 @@ import string
 import pytest
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 SPECIALS = ["<unk>", "<|im_start|>", "<|im_end|>"]
 CHATML = (
@@ -61,6 +69,16 @@ def tiny_qwen2(vocab_size: int = 128, attn: str = "sdpa", seed: int = 0) -> Qwen
     return tiny_model(Qwen2Config, Qwen2ForCausalLM, vocab_size, attn, seed)
 
 
+def tiny_gpt2(vocab_size: int = 128, attn: str = "sdpa", seed: int = 0) -> GPT2LMHeadModel:
+    """A randomly initialised two-layer GPT-2 (fused `c_attn`, `Conv1D` projections, learned positions)."""
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        n_layer=2, n_embd=32, n_head=2, n_positions=512, vocab_size=vocab_size, bos_token_id=None, eos_token_id=None
+    )
+    config._attn_implementation = attn
+    return GPT2LMHeadModel(config).eval()
+
+
 @pytest.fixture(scope="session")
 def tokenizer() -> PreTrainedTokenizerFast:
     return char_tokenizer()
@@ -78,3 +96,12 @@ def tiny_model_dir(tmp_path_factory, tokenizer) -> str:
     tiny_llama(vocab_size=len(tokenizer)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread: more only fight over a busy machine's cores (tenfold slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

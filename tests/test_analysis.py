@@ -6,10 +6,8 @@ import json
 
 import pytest
 
-from src.analysis.categories import PAPER_KEYS
 from src.analysis.cost import cost_scaling, power_law
 from src.analysis.dynamics import rank_dynamics, transition_hits
-from src.analysis.export import demo_record
 from src.analysis.retention import distribution, retention
 from src.analysis.runs import read_runs
 from src.api import compose_config
@@ -66,14 +64,6 @@ def test_power_law_recovers_the_exponent():
     assert power_law([10, 10], [1, 2]) is None
 
 
-def test_demo_export_numbers_deletions_from_one():
-    out = demo_record(record(order=[3, 0]), ["SymbMath", "Grammar", "SymbMath", "CoRef", "EntName"])
-    tokens = out["reason_tokens_json"]
-    assert [t["deleted_step"] for t in tokens] == [2, 0, 0, 1, 0]
-    assert [t["category"] for t in tokens][:2] == [PAPER_KEYS["SymbMath"], "FUNCTION"]
-    assert out["question"] == out["user_prompt"] == "Q?" and tokens[4]["token_text"] == " 7"
-
-
 def test_read_runs_names_bad_lines(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(record()) + "\n{oops\n")
@@ -98,8 +88,8 @@ def runs(tmp_path_factory, tiny_model_dir):
                 data,
                 tmp / method,
                 f"pruner={method}",
-                "pruner.keep_fractions=[0.9,0.5]",
-                *(["pruner.record_scores=true"] * (method == "greedy")),
+                "pruner.prune.keep_fractions=[0.9,0.5]",
+                *(["pruner.prune.record_scores=true"] * (method == "greedy")),
             )
         )
     return {"greedy": str(tmp / "greedy"), "uniform": str(tmp / "uniform")}

@@ -64,7 +64,7 @@ def test_suffix_pass_oom_halves_the_budget_and_keeps_scores_identical(monkeypatc
     # batch, may round differently (it is not batch-invariant across threads), by ~1e-6 nats.
     assert identical(got.values, expected[0].values, exact=attn == "eager")
     assert got.passes > expected[0].passes and got.current == expected[0].current
-    assert scorer.token_budget == 64 and scorer.row_tokens == 32 and scorer.backoffs == 1
+    assert scorer.budget.token_budget == 64 and scorer.budget.row_tokens == 32 and scorer.budget.backoffs == 1
     assert f"of {failed[0]} tokens ran out of memory; token_budget 128 → 64, row_tokens 32 → 32" in caplog.text
     assert scorer.settings() == {
         "scorer": "packed",
@@ -78,7 +78,7 @@ def test_suffix_pass_oom_halves_the_budget_and_keeps_scores_identical(monkeypatc
     # The smaller budget stays for the next step, which needs no further back-off.
     again = scorer.score(*second, torch.arange(second[2]))
     assert identical(again.values, expected[1].values, exact=attn == "eager")
-    assert scorer.token_budget == 64 and scorer.backoffs == 1 and len(failed) == 1
+    assert scorer.budget.token_budget == 64 and scorer.budget.backoffs == 1 and len(failed) == 1
 
 
 def test_a_row_that_does_not_fit_is_repacked_narrower(monkeypatch, caplog):
@@ -90,8 +90,8 @@ def test_a_row_that_does_not_fit_is_repacked_narrower(monkeypatch, caplog):
     failed = inject_oom(monkeypatch, model, times=1, above=40, suffix=True)
     with caplog.at_level(logging.WARNING, logger="exact.scorers"):
         got = scorer.score(ids, p, n, torch.arange(n))
-    assert len(failed) == 1 and scorer.backoffs == 1
-    assert scorer.token_budget == 32 and scorer.row_tokens == 32
+    assert len(failed) == 1 and scorer.budget.backoffs == 1
+    assert scorer.budget.token_budget == 32 and scorer.budget.row_tokens == 32
     assert "token_budget 64 → 32, row_tokens 64 → 32" in caplog.text
     # Re-packed suffixes sit elsewhere in their rows: the same scores up to fp32 rounding.
     assert torch.allclose(got.values, expected.values, atol=1e-5, rtol=0)
@@ -109,8 +109,8 @@ def test_base_pass_oom_splits_the_base_pass(monkeypatch, caplog, objective):
     failed = inject_oom(monkeypatch, model, times=1, above=20, suffix=False)
     with caplog.at_level(logging.WARNING, logger="exact.scorers"):
         got = scorer.score(ids, p, n, torch.arange(n))
-    assert failed == [tail] and scorer.split_base and scorer.backoffs == 1
-    assert scorer.token_budget == 16 < tail  # halved until the failed pass gets split
+    assert failed == [tail] and scorer.budget.split_base and scorer.budget.backoffs == 1
+    assert scorer.budget.token_budget == 16 < tail  # halved until the failed pass gets split
     assert f"the base pass of {tail} tokens ran out of memory; token_budget 128 → 16" in caplog.text
     assert "base pass split" in caplog.text
     assert got.passes > expected.passes and got.tokens == expected.tokens  # more passes, no extra work
@@ -122,7 +122,7 @@ def test_base_pass_oom_splits_the_base_pass(monkeypatch, caplog, objective):
     # The objective pass over the whole chain, now in chunks of 16 tokens, backs off the same way.
     failed = inject_oom(monkeypatch, model, times=1, above=8, suffix=False)
     assert torch.allclose(scorer.objective(ids, p, n).values, expected_j.values, atol=1e-5, rtol=0)
-    assert failed == [16] and scorer.token_budget == 8 and scorer.backoffs == 2
+    assert failed == [16] and scorer.budget.token_budget == 8 and scorer.budget.backoffs == 2
 
 
 def test_split_base_pass_matches_one_pass():
@@ -149,28 +149,24 @@ def test_oom_below_the_floor_raises_a_clear_error(monkeypatch):
         torch.OutOfMemoryError, match=r"at token_budget=128, row_tokens=32 after 0 back-off.*min_budget=100"
     ):
         scorer.score(ids, p, n, torch.arange(n))
-    assert scorer.token_budget == 128 and scorer.backoffs == 0 and len(failed) == 1
+    assert scorer.budget.token_budget == 128 and scorer.budget.backoffs == 0 and len(failed) == 1
 
     # Without a floor in the way it halves on, until a single suffix does not fit.
     scorer = PackedScorer(model, "joint", token_budget=128, row_tokens=32, min_budget=1)
     with pytest.raises(torch.OutOfMemoryError, match="at token_budget=64, .* a single suffix cannot be split"):
         scorer.score(ids, p, n, torch.arange(n))
-    assert scorer.backoffs == 1 and len(failed) == 3
+    assert scorer.budget.backoffs == 1 and len(failed) == 3
 
 
-def test_a_watched_base_pass_is_not_split(monkeypatch):
-    """Forward hooks (the hybrid scorer's attention recording) must see the chain in one pass."""
+def test_a_base_pass_that_must_run_whole_is_not_split(monkeypatch):
+    """The hybrid's attention recording must see the chain in one pass: it asks for `splittable=False`."""
     model = tiny_llama()
     ids, p, n = chain(6)
     scorer = PackedScorer(model, "joint", token_budget=128, row_tokens=32)
-    handle = model.model.layers[0].register_forward_hook(lambda *args: None)
     inject_oom(monkeypatch, model, times=1, above=20, suffix=False)
-    try:
-        with pytest.raises(torch.OutOfMemoryError, match="forward hooks"):
-            scorer.base_pass(ids, p, n)
-    finally:
-        handle.remove()
-    assert not scorer.split_base and scorer.backoffs == 0
+    with pytest.raises(torch.OutOfMemoryError, match="attention recording must see the chain in one pass"):
+        scorer.base_pass(ids, p, n, splittable=False)
+    assert not scorer.budget.split_base and scorer.budget.backoffs == 0
 
 
 def test_greedy_with_injected_ooms_deletes_in_the_same_order(monkeypatch):
@@ -189,7 +185,7 @@ def test_greedy_with_injected_ooms_deletes_in_the_same_order(monkeypatch):
     base_failed = inject_oom(monkeypatch, model, times=1, above=12, suffix=False, skip=1)
     rest = greedy_prune(scorer, segments, 5)
     assert len(suffix_failed) == 2 and base_failed == [len(segments.reasoning) + len(segments.answer) + 1]
-    assert scorer.backoffs == 3 and scorer.split_base
+    assert scorer.budget.backoffs == 3 and scorer.budget.split_base
     assert got.deletion_order == expected.deletion_order[:2]
     assert rest.deletion_order == expected.deletion_order
     assert all(abs(a - b) < 1e-5 for a, b in zip(rest.step_objective, expected.step_objective))

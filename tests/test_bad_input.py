@@ -65,8 +65,10 @@ def test_unknown_model_while_offline(tmp_path, tiny_model_dir, started, monkeypa
 @pytest.mark.parametrize("keep", ["0", "1.5", "-0.2"])
 def test_keep_fraction_outside_zero_one(tmp_path, tiny_model_dir, started, keep):
     out, before = started
-    cfg = prune_config(tiny_model_dir, records_file(tmp_path, [row("b")]), out, f"pruner.keep_fractions=[0.5,{keep}]")
-    with pytest.raises(ValueError, match=r"keep fraction must be in \(0, 1\].*pruner.keep_fractions"):
+    cfg = prune_config(
+        tiny_model_dir, records_file(tmp_path, [row("b")]), out, f"pruner.prune.keep_fractions=[0.5,{keep}]"
+    )
+    with pytest.raises(ValueError, match=r"keep fraction must be in \(0, 1\].*pruner.prune.keep_fractions"):
         run_task(cfg)
     kept_intact(out, before)
 
@@ -76,7 +78,7 @@ def test_surrogate_of_another_model(tmp_path, tiny_model_dir, started):
     checkpoint = tmp_path / "other.pt"
     Surrogate(n_features=8, kind="linear").save(checkpoint, meta={"pruner": "Qwen/Qwen2.5-7B-Instruct"})
     cfg = prune_config(
-        tiny_model_dir, records_file(tmp_path, [row("b")]), out, "pruner=hybrid", f"pruner.surrogate={checkpoint}"
+        tiny_model_dir, records_file(tmp_path, [row("b")]), out, "scorer=hybrid", f"scorer.surrogate={checkpoint}"
     )
     with pytest.raises(ValueError, match="trained on the attention of 'Qwen/Qwen2.5-7B-Instruct'"):
         run_task(cfg)

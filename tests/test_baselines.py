@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_llama
+from conftest import tiny_gpt2, tiny_llama
 from exact.record import SCHEMA_FIELDS
 from exact.sequence import encode
 from src.api import build_pruner
@@ -24,8 +24,9 @@ def segments(tokenizer):
     return encode(tokenizer, QUESTION, REASONING, ANSWER, "Solve it.")
 
 
-def test_h2o_sums_attention_received_from_later_tokens(tokenizer, segments):
-    model = tiny_llama(vocab_size=len(tokenizer), attn="eager")
+@pytest.mark.parametrize("build", [tiny_llama, tiny_gpt2], ids=["llama", "gpt2"])
+def test_h2o_sums_attention_received_from_later_tokens(tokenizer, segments, build):
+    model = build(vocab_size=len(tokenizer), attn="eager")
     ids = segments.with_kept(torch.arange(len(segments.reasoning)))
     attentions = model(input_ids=ids[None], output_attentions=True).attentions  # L × (1, H, T, T)
     received = sum(a[0].sum(0) for a in attentions)  # (T, T): query × key, summed over layers and heads
@@ -34,8 +35,9 @@ def test_h2o_sums_attention_received_from_later_tokens(tokenizer, segments):
     assert torch.allclose(h2o_scores(model, segments), expected.detach(), atol=1e-5)
 
 
-def test_h2o_reads_eager_attention_on_an_sdpa_model(tokenizer, segments):
-    sdpa, eager = (tiny_llama(vocab_size=len(tokenizer), attn=attn) for attn in ("sdpa", "eager"))
+@pytest.mark.parametrize("build", [tiny_llama, tiny_gpt2], ids=["llama", "gpt2"])
+def test_h2o_reads_eager_attention_on_an_sdpa_model(tokenizer, segments, build):
+    sdpa, eager = (build(vocab_size=len(tokenizer), attn=attn) for attn in ("sdpa", "eager"))
     assert torch.allclose(h2o_scores(sdpa, segments), h2o_scores(eager, segments), atol=1e-6)
     assert sdpa.config._attn_implementation == "sdpa"  # switched for the pass only
 
@@ -62,7 +64,9 @@ def test_deletion_order_is_lowest_first_with_ties_in_reading_order():
 @pytest.mark.parametrize("method", ["h2o", "surprisal", "uniform"])
 def test_baselines_prune_into_the_shared_schema(tmp_path, tiny_model_dir, tokenizer, method):
     data = records_file(tmp_path, [row("a", REASONING), row("b", "Add 3 and 4: the sum is 7.")])
-    cfg = prune_config(tiny_model_dir, data, tmp_path / "out", f"pruner={method}", "pruner.keep_fractions=[0.7,0.5]")
+    cfg = prune_config(
+        tiny_model_dir, data, tmp_path / "out", f"pruner={method}", "pruner.prune.keep_fractions=[0.7,0.5]"
+    )
     run_task(cfg)
     records = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == ["a", "b"]

@@ -10,7 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from src.answers import extract_answer, extract_letter, is_correct, last_boxed, split_output
-from src.data import BadInput
+from src.api import compose_config
+from src.data import BadInput, load_records
 from src.problems import load_benchmark, make_splits, read_problems
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +149,7 @@ def test_read_gsm8k(tmp_path):
         [{"question": "Q1?", "answer": "1+1=<<1+1=2>>2\n#### 1,200"}, {"question": "Q2?", "answer": "no final line"}],
     )
     good, bad = read_problems(path, "gsm8k", "train")
-    assert good["id"] == "gsm8k-train-0" and good["gold"] == "1200" and good["question"] == "Q1?"
+    assert good["id"] == "g-0" and good["gold"] == "1200" and good["question"] == "Q1?"
     assert good["dataset"] == "gsm8k" and good["meta"]["solution"] == "1+1=<<1+1=2>>2"
     assert isinstance(bad, BadInput) and str(bad).startswith(f"{path}:2: ") and "####" in bad.reason
 
@@ -192,6 +193,18 @@ def test_read_mmlu_pro(tmp_path):
         next(read_problems(str(tmp_path / "p.jsonl"), "arc", "test"))
 
 
+@pytest.mark.parametrize("data", ["demo", "gsm8k"])
+def test_gsm8k_rows_keep_their_id_from_the_distillation_path_to_the_prune_path(data):
+    """The prune job's records (`data=…`) and the benchmark's problems name every row of a file alike."""
+    cfg = compose_config(f"data={data}").data
+    if not (cfg.path in ("demo", "easy") or Path(cfg.path).exists()):
+        pytest.skip(f"{cfg.path} is not on this machine")
+    records = load_records(cfg.path, cfg.format, cfg.split, cfg.answer_template, cfg.id_prefix, cfg.name)
+    problems = read_problems(cfg.path, "gsm8k", cfg.split)
+    pairs = [(r["id"], p["id"]) for r, p in zip(records, problems, strict=True) if not isinstance(r, BadInput)]
+    assert len(pairs) > 10 and all(record == problem for record, problem in pairs)
+
+
 def test_load_benchmark_small(tmp_path):
     pool = write_jsonl(tmp_path / "train.jsonl", [{"question": f"Q{i}", "answer": f"#### {i}"} for i in range(20)])
     test = write_jsonl(tmp_path / "test.jsonl", [{"question": f"T{i}", "answer": f"#### {i}"} for i in range(6)])
@@ -205,7 +218,7 @@ def test_load_benchmark_small(tmp_path):
     }
     splits = load_benchmark(OmegaConf.create(cfg))
     assert {k: len(v) for k, v in splits.items()} == {"train": 4, "dev": 5, "test": 3}
-    assert [p["id"] for p in splits["test"]] == ["toy-test-0", "toy-test-1", "toy-test-2"]
+    assert [p["id"] for p in splits["test"]] == ["test-0", "test-1", "test-2"]
     assert splits["train"][0]["dataset"] == "toy"
     with pytest.raises(ValueError, match="splits.test must be null"):
         load_benchmark({**cfg, "splits": {"train": None, "dev": 5, "test": 3}})
@@ -222,7 +235,7 @@ PAPER_SIZES = {
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs the local benchmark files in ../shared/data")
 @pytest.mark.parametrize("name", list(PAPER_SIZES))
 def test_paper_splits(name):
-    cfg = OmegaConf.load(ROOT / "conf" / "benchmark" / f"{name}.yaml")
+    cfg = compose_config("+experiment=distill", f"benchmark={name}").benchmark  # its files under paths.data_dir
     splits = load_benchmark(cfg)
     assert {k: len(v) for k, v in splits.items()} == PAPER_SIZES[name]
     ids = [p["id"] for split in splits.values() for p in split]

@@ -7,6 +7,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from hydra.utils import instantiate
 
 from src.analysis.categories import (
     CATEGORIES,
@@ -15,12 +16,13 @@ from src.analysis.categories import (
     PAPER_KEYS,
     VERBAL_MATH,
     RuleAnnotator,
-    make_annotator,
     rule_labels,
     unit_categories,
     words,
 )
 from src.analysis.llm_annotator import LLMAnnotator
+from src.api import compose_config
+from src.baselines.tokenskip import lingua_words
 
 QUESTION = "Tom has 3 boxes of apples. Each box holds 12 apples. How many apples does Tom have in total?"
 CHAIN = (
@@ -63,6 +65,13 @@ def test_words_split_numbers_contractions_and_symbols():
     ]
     assert words("  a  b ") == [(2, 3), (5, 6)]  # whitespace belongs to no word
     assert words("") == []
+
+
+def test_analysis_words_are_not_tokenskips_llmlingua_words():
+    text = "Tom's 12.5 apples, 1,000 x=5."
+    assert [text[a:b] for a, b in words(text)] == ["Tom's", "12.5", "apples", ",", "1,000", "x", "=", "5", "."]
+    lingua = ["Tom", "'s", " 12", ".5", " apples", ",", " 1", ",000", " x", "=5", "."]  # LLMLingua-2's rule
+    assert [text[a:b] for a, b in lingua_words(text)] == lingua
 
 
 def test_rule_labels_on_a_gsm8k_chain():
@@ -138,12 +147,16 @@ def test_unit_categories_gives_sub_word_pieces_their_words_label():
         unit_categories("ab", ["ab"], [], words("ab"))
 
 
-def test_make_annotator_from_config(tmp_path, monkeypatch):
-    assert isinstance(make_annotator({"name": "rules"}), RuleAnnotator)
-    assert make_annotator({"name": "rules"}).labels("3 apples", "") == rule_labels("3 apples")
+def test_annotators_are_instantiated_from_their_configs(tmp_path, monkeypatch):
+    rules = instantiate(compose_config("+experiment=analysis_categories").annotator)
+    assert isinstance(rules, RuleAnnotator) and rules.labels("3 apples", "") == rule_labels("3 apples")
+    assert (
+        instantiate(compose_config("+experiment=analysis_categories", "annotator=llm").annotator).url
+        == "https://api.openai.com/v1/chat/completions"
+    )
     monkeypatch.setenv("TEST_ANNOTATOR_KEY", "sk-test")
     cfg = {
-        "name": "llm",
+        "_target_": "src.analysis.llm_annotator.LLMAnnotator",
         "base_url": "http://127.0.0.1:1/v1/",
         "model": "m",
         "api_key_env": "TEST_ANNOTATOR_KEY",
@@ -152,14 +165,12 @@ def test_make_annotator_from_config(tmp_path, monkeypatch):
         "timeout_s": 5,
         "temperature": 0.0,
     }
-    llm = make_annotator(cfg)
+    llm = instantiate(cfg)
     assert (
         isinstance(llm, LLMAnnotator)
         and llm.api_key == "sk-test"
         and llm.url == "http://127.0.0.1:1/v1/chat/completions"
     )
-    with pytest.raises(ValueError):
-        make_annotator({"name": "nope"})
 
 
 # ── the LLM annotator against a local chat-completions server ──

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,7 @@ def good(rid: str) -> bytes:
         (b'{"id": "x", "question": "q", "answer": "a"}', "missing field 'reasoning'"),
         (b'{"id": "x", "question": "q", "reasoning": 5, "answer": "a"}', "field 'reasoning' must be a string, got int"),
         (b'{"id": "x", "question": "q", "reasoning": "   ", "answer": "a"}', "empty reasoning"),
+        (b'{"id": "x", "question": "q", "reasoning": "r", "answer": " "}', "empty answer"),
         (b'{"id": "x", "question": "q", "reasoning": "caf\xe9", "answer": "a"}', "not valid UTF-8"),
         (b'["a list"]', "expected a JSON object, got list"),
         (b'{"question": "q", "reasoning": "r", "answer": "a"}', "missing or non-string field 'id'"),
@@ -66,6 +69,23 @@ def test_bad_line_is_reported_with_its_place_and_the_rest_still_read(tmp_path, l
     (bad,) = [i for i in items if isinstance(i, BadInput)]
     assert reason in bad.reason
     assert "in.jsonl:2" in bad.where
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
+def test_a_byte_order_mark_is_read_as_utf8(tmp_path, suffix):
+    data = b"\xef\xbb\xbf" + good("a") + b"\n" + good("b") + b"\n"
+    path = tmp_path / f"bom{suffix}"
+    path.write_bytes(gzip.compress(data) if suffix.endswith(".gz") else data)
+    assert [r["id"] for r in load_records(str(path))] == ["a", "b"]
+
+
+def test_records_know_their_file_and_line(tmp_path):
+    path = write_lines(tmp_path / "in.jsonl", [good("a"), b"", good("b"), good("a")])
+    records = list(load_records(str(path)))
+    assert [(r["id"], r.where) for r in records] == [("a", f"{path}:1"), ("b", f"{path}:3"), ("a", f"{path}:4")]
+    assert records[0] == {"id": "a", "question": "q", "reasoning": "r r", "answer": "a"}  # the fields, nothing added
+    assert pickle.loads(pickle.dumps(records[1])).where == f"{path}:3"  # as sent to Ray workers
+    assert next(load_records("demo", "gsm8k")).where == "demo.jsonl:1"
 
 
 def test_gsm8k_row_without_final_answer_is_reported(tmp_path):

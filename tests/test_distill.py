@@ -20,7 +20,8 @@ from src.distill.sft import IGNORE, accumulation, collate, sft_example
 from src.distill.student import train_student
 from src.generation import HFGenerator, chat_prompts, stop_token_ids
 from src.run import run_task
-from src.tasks.generate import choose_sample
+from src.tasks import distill
+from src.teacher import choose_sample
 from tests.test_run import prune_config, records_file
 from tests.test_tokenskip import tiny_classifier, xlmr_like_tokenizer
 
@@ -68,7 +69,7 @@ def method_records(tmp_path_factory, tiny_model_dir):
     records = {}
     for method in ("greedy", "tokenskip", "h2o", "surprisal", "uniform"):
         out = tmp / method
-        extra = [f"pruner={method}", "pruner.keep_fractions=[0.9,0.5,0.2]"]
+        extra = [f"pruner={method}", "pruner.prune.keep_fractions=[0.9,0.5,0.2]"]
         if method == "tokenskip":
             extra.append(f"pruner.classifier={classifier}")
         run_task(prune_config(tiny_model_dir, data, out, *extra))
@@ -157,7 +158,7 @@ def test_distill_tiny_runs_the_whole_loop_and_resumes(tmp_path, tiny_model_dir):
         "logger=none",
         "runtime.progress=false",
         "benchmark.limit={train: 8, dev: 2, test: 3}",
-        "teacher.samples=4",
+        "teacher.samples=10",
         "teacher.max_new_tokens=64",
         "model=hf",
         f"model.path={tiny_model_dir}",
@@ -220,7 +221,16 @@ def test_student_trains_with_lora_and_keeps_the_best_dev_checkpoint(tmp_path, ti
     )
     chains = [{"question": f"What is {i} + 1?", "reasoning": f"{i} + 1 = {i + 1}.", "answer": "ok"} for i in range(8)]
     dev = [{"id": "d1", "question": "What is 2 + 1?", "gold": "3"}]
-    model, _, info = train_student(cfg.student, chains, dev, cfg.benchmark, tmp_path, progress=False)
+    delimiter = cfg.data.answer_delimiter
+    model, _, info = train_student(cfg.student, chains, dev, cfg.benchmark, delimiter, tmp_path, progress=False)
     assert type(model).__name__ == "LlamaForCausalLM"  # the adapter is merged back
     assert info["dev_accuracy"] == 0.0 and info["train_examples"] == 8
     assert not (tmp_path / "checkpoints").exists()  # the best checkpoint was restored, then removed
+
+
+def test_pruning_stage_joins_reasoning_and_answer_with_the_configured_delimiter(monkeypatch, tmp_path):
+    cfg = compose_config("+experiment=distill_tiny", "data.answer_delimiter=' => '")
+    stages = []
+    monkeypatch.setattr(distill.prune_job, "run", stages.append)
+    distill.prune_chains(cfg, "uniform", tmp_path / "chains.jsonl", tmp_path / "pruned")
+    assert stages[0].data.answer_delimiter == " => "

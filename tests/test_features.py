@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import tiny_llama, tiny_qwen2
+from conftest import tiny_gpt2, tiny_llama, tiny_qwen2
 from exact.scorers import PackedScorer, scored_from
 from surrogate.features import (
     BLOCKS,
     TOKEN_CLASSES,
+    attention_modules,
     candidate_features,
     feature_blocks,
     feature_matrix,
@@ -29,7 +30,7 @@ def recorded(model, ids, prompt_len, n, objective="joint"):
     return store, base
 
 
-@pytest.mark.parametrize("build", [tiny_llama, tiny_qwen2], ids=["llama", "qwen2"])
+@pytest.mark.parametrize("build", [tiny_llama, tiny_qwen2, tiny_gpt2], ids=["llama", "qwen2", "gpt2"])
 def test_attention_features_match_output_attentions(build):
     model = build(attn="sdpa")  # the recording switches the base pass to eager, and back
     ids, prompt_len, n = chain(0), 8, 15
@@ -54,6 +55,19 @@ def test_attention_features_match_output_attentions(build):
                 assert torch.isclose(raw["next_attention"][j, column], expected_next, atol=1e-6)
                 expected_answer = maps[layer][0, head, -answer:, p].mean()
                 assert torch.isclose(raw["answer_attention"][j, column], expected_answer, atol=1e-6)
+
+
+def test_attention_of_an_unsupported_layout_names_the_model():
+    from transformers import OPTConfig, OPTForCausalLM
+
+    config = OPTConfig(
+        vocab_size=128, hidden_size=32, word_embed_proj_dim=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2
+    )
+    model = OPTForCausalLM(config).eval()  # attention projections q_proj, k_proj, v_proj, out_proj
+    with pytest.raises(ValueError, match="cannot read the attention of OPTForCausalLM.*GPT-2-style"):
+        attention_modules(model)
+    with pytest.raises(ValueError, match="OPTForCausalLM"), recording_received_attention(model):
+        pass
 
 
 def test_first_order_position_and_class_features(tokenizer):

@@ -8,8 +8,10 @@ from test_scorers import full_recompute
 
 from conftest import tiny_llama
 from exact.greedy import distinct_candidates, greedy_prune
-from exact.scorers import Scorer, Scores, make_scorer
+from exact.scorers import NaiveScorer, PackedScorer, Scorer, Scores
 from exact.sequence import Segments
+
+SCORERS = {"naive": NaiveScorer, "packed": PackedScorer}
 
 
 def brute_force_greedy(model, segments: Segments, deletions: int, objective: str) -> list[int]:
@@ -44,7 +46,7 @@ def test_greedy_equals_brute_force(scorer, objective):
     model = tiny_llama()
     for seed in range(2):
         seg = segments(seed)
-        trace = greedy_prune(make_scorer(scorer, model, objective, token_budget=32), seg, deletions=7)
+        trace = greedy_prune(SCORERS[scorer](model, objective, token_budget=32), seg, deletions=7)
         assert trace.deletion_order == brute_force_greedy(model, seg, 7, objective)
         assert len(trace.step_objective) == 8
 
@@ -74,7 +76,7 @@ def test_identical_neighbours_share_one_exact_score():
 
     model = tiny_llama()
     seg = Segments(torch.tensor([1, 2, 3]), tokens, torch.tensor([9, 10]))
-    trace = greedy_prune(make_scorer("packed", model), seg, deletions=1, record_scores=True)
+    trace = greedy_prune(PackedScorer(model), seg, deletions=1, record_scores=True)
     scores = dict((int(i), s) for i, s in trace.step_scores[0])
     assert scores[0] == scores[1] == scores[2] and scores[4] == scores[5]
     assert trace.deletion_order == brute_force_greedy(model, seg, 1, "joint")
@@ -82,7 +84,7 @@ def test_identical_neighbours_share_one_exact_score():
 
 def test_recorded_scores_cover_every_kept_token():
     seg = segments(3, n=8)
-    trace = greedy_prune(make_scorer("packed", tiny_llama()), seg, deletions=3, record_scores=True)
+    trace = greedy_prune(PackedScorer(tiny_llama()), seg, deletions=3, record_scores=True)
     assert [len(step) for step in trace.step_scores] == [8, 7, 6]
     for step, chosen, value in zip(trace.step_scores, trace.deletion_order, trace.step_objective[1:]):
         assert max(step, key=lambda pair: pair[1]) == [chosen, value]
@@ -102,13 +104,13 @@ def test_rounds_of_several_deletions():
 
     model = tiny_llama()
     seg = segments(4, n=9)
-    rounds = greedy_prune(make_scorer("packed", model), seg, deletions=6, per_step=2)
-    single = greedy_prune(make_scorer("packed", model), seg, deletions=1, record_scores=True)
+    rounds = greedy_prune(PackedScorer(model), seg, deletions=6, per_step=2)
+    single = greedy_prune(PackedScorer(model), seg, deletions=1, record_scores=True)
     best_two = sorted(single.step_scores[0], key=lambda pair: -pair[1])[:2]
     assert rounds.deletion_order[:2] == [int(i) for i, _ in best_two]
     assert rounds.step_objective[1] == single.step_objective[1] and rounds.step_objective[2] is not None
     assert rounds.step_objective[-1] == pytest.approx(
-        make_scorer("naive", model)
+        NaiveScorer(model)
         .objective(seg.with_kept(torch.tensor([i for i in range(9) if i not in rounds.deletion_order])), 6, 3)
         .values.item(),
         abs=1e-4,

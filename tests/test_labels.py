@@ -79,6 +79,6 @@ def test_labelling_passes_over_ids_labelled_elsewhere(tmp_path, tiny_model_dir):
         f"runtime.done_from=[{packed}]",
     )  # fmt: skip
     summary = run_task(cfg)
-    assert summary["pruned"] == 2 and summary["resumed"] == 2
+    assert summary["pruned"] == 2 and summary["already_done"] == 2
     written = [json.loads(line)["id"] for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
     assert written == ["r2", "r3"]

@@ -41,5 +41,5 @@ def test_whole_last_record_without_newline_is_kept(tmp_path):
 def test_corrupt_line_inside_the_file_is_an_error(tmp_path):
     path = tmp_path / "records.jsonl"
     path.write_text('{"id": "a"}\nbroken\n{"id": "c"}\n')
-    with pytest.raises(ValueError, match="records.jsonl:2: corrupt line"):
+    with pytest.raises(ValueError, match=r"records.jsonl:2: corrupt line inside an existing output file \(not valid"):
         RecordWriter(path)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import tiny_llama
-from exact import GreedyPruner, InvalidInstance, PruneRecord
+from exact import GreedyPruner, InvalidInstance, NaiveScorer, PackedScorer, PruneRecord
 from exact.record import SCHEMA_FIELDS
 
 QUESTION = "Ann has 3 pens and buys 4. How many?"
@@ -75,7 +75,7 @@ def test_answer_objective_and_naive_scorer_agree(tokenizer):
     model = tiny_llama(vocab_size=len(tokenizer))
     orders = [
         GreedyPruner(model, tokenizer, objective="answer", scorer=s).prune(QUESTION, REASONING, ANSWER).deletion_order
-        for s in ("naive", "packed")
+        for s in (NaiveScorer, PackedScorer)
     ]
     assert orders[0] == orders[1]
 
@@ -88,3 +88,16 @@ def test_invalid_instances(pruner, tokenizer):
         short.prune(QUESTION, REASONING, ANSWER)
     with pytest.raises(ValueError, match="keep fraction"):
         pruner.prune(QUESTION, REASONING, ANSWER, keep_fractions=[1.5])
+
+
+def test_from_pretrained_builds_any_scorer_with_its_options(tiny_model_dir):
+    from surrogate.hybrid import HybridScorer
+
+    exact = GreedyPruner.from_pretrained(tiny_model_dir, objective="answer", token_budget=64)
+    assert isinstance(exact.scorer, PackedScorer) and exact.scorer.budget.token_budget == 64
+    assert exact.scorer.objective_name == "answer" and exact.model_name == tiny_model_dir
+    hybrid = GreedyPruner.from_pretrained(tiny_model_dir, scorer=HybridScorer, surrogate="first_order", k=2)
+    record = hybrid.prune(QUESTION, REASONING, ANSWER, keep_fractions=[0.7]).record
+    assert record.method == "hybrid" and set(record.cost["verified_per_step"]) == {2}
+    frame = hybrid.prune(QUESTION, REASONING, ANSWER, keep_fractions=[0.7]).to_frame()
+    assert list(frame["token"]) == record.reasoning_tokens

@@ -17,12 +17,14 @@ from test_greedy import segments
 from test_run import records_file, row
 
 from exact.greedy import GreedyTrace, greedy_prune
-from exact.scorers import make_scorer
+from exact.scorers import NaiveScorer, PackedScorer
 from src.api import build_pruner, compose_config
 from src.checkpoint import PartialStates, file_name, fingerprint
 from src.run import run_task
 
 ROOT = Path(__file__).resolve().parents[1]
+
+SCORERS = {"naive": NaiveScorer, "packed": PackedScorer}
 
 
 class Stop(Exception):
@@ -49,11 +51,11 @@ def saved_after(scorer, seg, deletions: int, rounds: int, **options) -> GreedyTr
 def test_resumed_greedy_equals_an_uninterrupted_run(llama, scorer, per_step, rounds):
     seg, deletions = segments(0, n=10), 8
     options = {"record_scores": True, "per_step": per_step}
-    full = greedy_prune(make_scorer(scorer, llama, token_budget=64), seg, deletions, **options)
-    saved = saved_after(make_scorer(scorer, llama, token_budget=64), seg, deletions, rounds, **options)
+    full = greedy_prune(SCORERS[scorer](llama, token_budget=64), seg, deletions, **options)
+    saved = saved_after(SCORERS[scorer](llama, token_budget=64), seg, deletions, rounds, **options)
     assert 0 < len(saved.deletion_order) <= deletions
 
-    fresh = make_scorer(scorer, llama, token_budget=64)  # as in a new process
+    fresh = SCORERS[scorer](llama, token_budget=64)  # as in a new process
     resumed = greedy_prune(fresh, seg, deletions, resume=saved, **options)
     assert resumed.deletion_order == full.deletion_order
     assert resumed.step_objective == full.step_objective
@@ -75,7 +77,7 @@ def test_resumed_greedy_equals_an_uninterrupted_run(llama, scorer, per_step, rou
 )
 def test_inconsistent_saved_state_is_refused(llama, state, match):
     with pytest.raises(ValueError, match=match):
-        greedy_prune(make_scorer("naive", llama), segments(0, n=6), 4, record_scores=True, resume=state)
+        greedy_prune(NaiveScorer(llama), segments(0, n=6), 4, record_scores=True, resume=state)
 
 
 def test_partial_states_save_load_and_refuse_other_inputs(tmp_path, caplog):
@@ -105,7 +107,7 @@ def test_file_names_are_safe_and_distinct():
 
 def test_fingerprint_covers_the_input_and_settings():
     cfg = compose_config("+experiment=prune", "output_dir=/tmp/unused")
-    other = compose_config("+experiment=prune", "output_dir=/tmp/unused", "pruner.prune_to_end=true")
+    other = compose_config("+experiment=prune", "output_dir=/tmp/unused", "pruner.prune.prune_to_end=true")
     item = row("a")
     assert fingerprint(item, cfg) == fingerprint(dict(item), cfg)
     assert fingerprint(item, cfg) != fingerprint({**item, "reasoning": "2 + 2 = 5."}, cfg)
@@ -156,9 +158,9 @@ def test_killed_prune_run_continues_inside_its_record(tmp_path, tiny_model_dir):
         "runtime.progress=false",
         "runtime.checkpoint_every_s=0",
         "runtime.num_threads=1",  # the same arithmetic in this process and in the runs
-        "pruner.keep_fractions=[0.5]",
-        "pruner.prune_to_end=true",
-        "pruner.record_scores=true",
+        "pruner.prune.keep_fractions=[0.5]",
+        "pruner.prune.prune_to_end=true",
+        "pruner.prune.record_scores=true",
     ]
     threads = torch.get_num_threads()
     try:
@@ -194,7 +196,7 @@ def test_killed_prune_run_continues_inside_its_record(tmp_path, tiny_model_dir):
     assert "dropping the incomplete line" in logged and "record 'r2': continuing after" in logged
     assert "partial state of another input" in logged
     summary = json.loads((run / "summary.json").read_text())
-    assert (summary["pruned"], summary["resumed"], summary["continued"]) == (3, 1, 1)
+    assert (summary["pruned"], summary["already_done"], summary["continued"]) == (3, 1, 1)
     assert not any((run / "partial").iterdir())
 
     records = read_records(run / "records.jsonl")

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hydra.utils import get_object
+from omegaconf import OmegaConf
 
 from src.api import compose_config, load_pruner
 from src.run import run_task
@@ -13,16 +15,37 @@ from src.run import run_task
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml"))
 
 
+def targets(node) -> list[str]:
+    """Every `_target_` in a config container."""
+    if isinstance(node, dict):
+        return ([node["_target_"]] if "_target_" in node else []) + [t for v in node.values() for t in targets(v)]
+    return [t for v in node for t in targets(v)] if isinstance(node, list) else []
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_composes(name):
+def test_experiment_composes_and_its_targets_exist(name):
     cfg = compose_config(f"+experiment={name}", "output_dir=/tmp/unused")
-    assert cfg.task and cfg.model.path and cfg.pruner.objective in ("joint", "answer")
+    assert cfg.task and cfg.logger._target_
+    found = targets(OmegaConf.to_container(cfg))
+    assert found and all(callable(get_object(target)) for target in found)
+    if "pruner" in cfg:
+        assert callable(get_object(cfg.pruner._target_))
+
+
+def test_experiments_compose_only_the_groups_they_use():
+    pruning = {"model", "data", "pruner", "scorer"}
+    assert pruning <= set(compose_config("+experiment=prune")) and "surrogate" not in compose_config(
+        "+experiment=prune"
+    )
+    assert "surrogate" in compose_config("+experiment=train_surrogate", "output_dir=/tmp/unused")
+    for name in ("viewer", "export_demo", "analysis_categories", "generate"):
+        assert not pruning & set(compose_config(f"+experiment={name}")), name
 
 
 def test_demo_experiment_reads_like_the_demo():
     cfg = compose_config("+experiment=demo")
     assert cfg.model.path == "embedded:smollm2" and cfg.data.path == "demo"
-    assert list(cfg.pruner.keep_fractions) == [0.5] and cfg.show_chains
+    assert list(cfg.pruner.prune.keep_fractions) == [0.5] and cfg.show_chains
 
 
 def records_file(tmp_path: Path, rows: list) -> Path:
@@ -41,7 +64,7 @@ def prune_config(tiny_model_dir: str, data: Path, out: Path, *extra: str):
         f"output_dir={out}",
         "logger=none",
         "runtime.progress=false",
-        "pruner.keep_fractions=[0.5]",
+        "pruner.prune.keep_fractions=[0.5]",
         *extra,
     )
 
@@ -69,7 +92,7 @@ def test_prune_runs_resumes_and_skips_bad_records(tmp_path, tiny_model_dir):
     assert first["pruned"] == 1 and read_ids(out / "records.jsonl") == ["a"]
 
     second = run_task(prune_config(tiny_model_dir, data, out, "data.max_reasoning_tokens=30"))
-    assert second["pruned"] == 1 and second["resumed"] == 1 and second["skipped"] == 4
+    assert second["pruned"] == 1 and second["already_done"] == 1 and second["skipped"] == 4
     assert read_ids(out / "records.jsonl") == ["a", "d"]
     reasons = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
     assert [r["reason"].split(" (")[0].split(",")[0] for r in reasons] == [
@@ -79,9 +102,11 @@ def test_prune_runs_resumes_and_skips_bad_records(tmp_path, tiny_model_dir):
         "duplicate id",
     ]
     assert "input.jsonl:2" in reasons[0]["where"] and "'b'" in reasons[1]["where"] and "'c'" in reasons[2]["where"]
+    assert [r["id"] for r in reasons] == [None, None, "c", "a"]  # what merge reads; a bad line has no id
+    assert "input.jsonl:" in reasons[3]["where"] and "(first at " in reasons[3]["reason"]  # both places named
 
     third = run_task(prune_config(tiny_model_dir, data, out, "data.max_reasoning_tokens=30"))
-    assert third["pruned"] == 0 and third["resumed"] == 2
+    assert third["pruned"] == 0 and third["already_done"] == 2
     assert len((out / "skipped.jsonl").read_text().splitlines()) == 4
     assert read_ids(out / "records.jsonl") == ["a", "d"]
     record = json.loads((out / "records.jsonl").read_text().splitlines()[0])
@@ -109,23 +134,33 @@ def test_unknown_task_is_named():
         run_task(cfg)
 
 
-def test_demo_task_compares_exact_and_hybrid(tmp_path, tiny_model_dir, capsys):
+def demo_config(tmp_path: Path, tiny_model_dir: str, max_reasoning_tokens: int):
+    """`+experiment=demo` on the tiny model, with a linear surrogate saved for it."""
     from conftest import tiny_llama
     from surrogate.models import Surrogate
 
     model = tiny_llama()
     surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "linear")
     surrogate.save(tmp_path / "s.pt", meta={"pruner": tiny_model_dir})
-    cfg = compose_config(
+    return compose_config(
         "+experiment=demo", "model=hf", f"model.path={tiny_model_dir}", "data.limit=2", "logger=none",
         "runtime.progress=false", f"output_dir={tmp_path / 'run'}", f"demo.surrogate={tmp_path / 's.pt'}",
-        "data.max_reasoning_tokens=200",
+        f"data.max_reasoning_tokens={max_reasoning_tokens}",
     )  # fmt: skip
-    summary = run_task(cfg)
+
+
+def test_demo_task_compares_exact_and_hybrid(tmp_path, tiny_model_dir, capsys):
+    summary = run_task(demo_config(tmp_path, tiny_model_dir, 200))
     assert summary["pruned"] == 2 and summary["hybrid"]["speedup"] > 0
     assert len(read_ids(tmp_path / "run" / "hybrid.jsonl")) == 2
     printed = capsys.readouterr().out
     assert "before:" in printed and "after:" in printed and "faster" in printed
+
+
+def test_demo_with_every_record_skipped_skips_the_hybrid(tmp_path, tiny_model_dir, capsys):
+    summary = run_task(demo_config(tmp_path, tiny_model_dir, 5))  # every demo chain is longer than 5 tokens
+    assert summary["pruned"] == 0 and summary["skipped"] == 2 and "hybrid" not in summary
+    assert "Skipping the hybrid comparison: no record was pruned." in capsys.readouterr().out
 
 
 def test_demo_skips_the_hybrid_without_a_surrogate_for_the_model(tmp_path, tiny_model_dir, capsys):

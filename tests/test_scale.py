@@ -125,11 +125,13 @@ def test_merge_combines_and_counts_per_shard(tmp_path):
 def test_merge_names_duplicates_corrupt_lines_and_unfinished_shards(tmp_path):
     one = fake_shard(tmp_path / "one", [{"id": "a"}, {"id": "b"}])
     two = fake_shard(tmp_path / "two", [{"id": "c"}, b'{"id": "torn', {"id": "a"}])
+    (one / "skipped.jsonl").write_text('{"where": "x.jsonl:1", "reason": "bad"}\n[1]\n')
     with pytest.raises(MergeError) as err:
         merge(tmp_path, f"[{one},{two}]", "merge.expected=none")
     message = str(err.value)
     assert f"duplicate id 'a': in {one}/records.jsonl:1 and {two}/records.jsonl:3" in message
-    assert f"{two}/records.jsonl:2: corrupt line" in message
+    assert f"{two}/records.jsonl:2: corrupt line (not valid JSON" in message  # read by src/data.py read_jsonl
+    assert f"{one}/skipped.jsonl:2: corrupt line (expected a JSON object, got list)" in message
     assert not (tmp_path / "merged" / "records.jsonl").exists()
 
     fake_shard(tmp_path / "three", [{"id": "d"}], finished=False)
@@ -139,7 +141,9 @@ def test_merge_names_duplicates_corrupt_lines_and_unfinished_shards(tmp_path):
 
 def test_merge_checks_the_selected_ids_are_covered(tmp_path):
     data = records_file(tmp_path, [row("a"), row("b"), row("c")])
-    fake_shard(tmp_path / "s0", [{"id": "a"}], [{"where": "record 'c'", "reason": "reasoning has 40 tokens"}])
+    fake_shard(
+        tmp_path / "s0", [{"id": "a"}], [{"id": "c", "where": "record 'c'", "reason": "reasoning has 40 tokens"}]
+    )
     overrides = ("merge.expected=data", "data=jsonl", f"data.path={data}")
     with pytest.raises(MergeError, match=r"1 selected record ids are missing: 'b'"):
         merge(tmp_path, str(tmp_path / "s0"), *overrides)
@@ -164,7 +168,7 @@ def test_submitit_shards_merge_to_the_single_process_records(submitit_launcher, 
         sys.executable, "-m", "src.run", "-m", "+experiment=prune", "hydra/launcher=slurm_local",
         "runtime.num_shards=2", "runtime.shard=range(2)", f"hydra.sweep.dir={sweep}",
         "model=hf", f"model.path={tiny_model_dir}", "data=jsonl", f"data.path={data}", "logger=none",
-        "runtime.progress=false", "pruner.keep_fractions=[0.5]", *SETTINGS,
+        "runtime.progress=false", "pruner.prune.keep_fractions=[0.5]", *SETTINGS,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -240,7 +244,7 @@ def test_ray_workers_give_the_single_process_records_and_resume(ray_cluster, tmp
     save_partial_state(cfg, ROWS[5], rounds=2)
 
     summary = run_task(cfg)
-    assert (summary["pruned"], summary["resumed"], summary["continued"], summary["skipped"]) == (2, 1, 1, 4)
+    assert (summary["pruned"], summary["already_done"], summary["continued"], summary["skipped"]) == (2, 1, 1, 4)
     assert summary["workers"] == 2 and not list((out / "partial").iterdir())
     assert comparable(out / "records.jsonl") == comparable(single / "records.jsonl")
     assert skipped(out / "skipped.jsonl") == skipped(single / "skipped.jsonl")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import tiny_llama, tiny_qwen2
-from exact.scorers import NaiveScorer, PackedScorer, make_scorer, scored_from, target_logprobs
+from exact.scorers import NaiveScorer, PackedScorer, scored_from, target_logprobs
 
 
 def full_recompute(model, ids: torch.Tensor, start: int) -> float:
@@ -80,12 +80,9 @@ def test_last_token_and_empty_suffix():
         assert torch.allclose(naive.values, packed.values, atol=1e-4, rtol=0)
 
 
-def test_unknown_scorer_and_objective_are_named():
-    model = tiny_llama()
-    with pytest.raises(ValueError, match="unknown scorer 'fast'"):
-        make_scorer("fast", model)
+def test_unknown_objective_is_named():
     with pytest.raises(ValueError, match="unknown objective 'both'"):
-        make_scorer("packed", model, objective="both")
+        PackedScorer(tiny_llama(), objective="both")
 
 
 @pytest.mark.gpu

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException
 
 from conftest import tiny_llama
 from exact import GreedyPruner
@@ -156,7 +158,7 @@ def exact_and_hybrid(tokenizer, surrogate_kind="mlp", **hybrid):
     question, reasoning, answer = "How many?", "12 + 30 = 42 apples in all.", "42"
     exact = GreedyPruner(model, tokenizer, scorer=PackedScorer(model, row_tokens=16, token_budget=48))
     expected = exact.prune(question, reasoning, answer, keep_fractions=[0.3], record_scores=True).record
-    scorer = HybridScorer(model, surrogate, row_tokens=16, token_budget=48, **hybrid)
+    scorer = HybridScorer(model, surrogate, verify=partial(PackedScorer, row_tokens=16, token_budget=48), **hybrid)
     got = GreedyPruner(model, tokenizer, scorer=scorer).prune(
         question, reasoning, answer, keep_fractions=[0.3], record_scores=True
     )
@@ -243,7 +245,7 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
     methods = "{f_only: {surrogate: first_order, k: 1}, hybrid_k2: {k: 2}, all: {k: 1000}, adaptive: {epsilon: 0.3}}"
     cfg = compose_config(
         "+experiment=bench_hybrid", "model=hf", f"model.path={tiny_model_dir}", "data=jsonl", f"data.path={chains}",
-        "data.limit=2", "data.reasoning_tokens=[5,40]", f"pruner.surrogate={tmp_path / 's.pt'}",
+        "data.limit=2", "data.reasoning_tokens=[5,40]", f"bench.hybrid.surrogate={tmp_path / 's.pt'}",
         "~bench.methods", f"+bench.methods={methods}",
         "bench.long.limit=1", "bench.long.reasoning_tokens=[50,80]", "bench.long.steps=3",
         f"output_dir={tmp_path / 'out'}", "runtime.progress=false", "logger=none",
@@ -275,21 +277,31 @@ def test_hybrid_pruner_from_config(tmp_path, tiny_model_dir):
     model = tiny_llama()
     surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "mlp", hidden=4)
     surrogate.save(tmp_path / "s.pt", meta={"pruner": tiny_model_dir})
-    common = ("pruner=hybrid", "model=hf", f"model.path={tiny_model_dir}")
-    pruner = load_pruner(*common, f"pruner.surrogate={tmp_path / 's.pt'}", "pruner.k=4")
+    common = ("scorer=hybrid", "model=hf", f"model.path={tiny_model_dir}")
+    pruner = load_pruner(*common, f"scorer.surrogate={tmp_path / 's.pt'}", "scorer.k=4")
     assert pruner.scorer.settings() == {
         "scorer": "hybrid", "surrogate": "mlp", "feature_set": "attention", "horizon": 0, "shortlist_k": 4
     }  # fmt: skip
     assert pruner.scorer.model.config._attn_implementation == "sdpa"  # eager only inside its base passes
     assert pruner.prune("q", "one two three", "x").record.method == "hybrid"
-    assert load_pruner(*common, f"pruner.surrogate={tmp_path / 's.pt'}", "pruner.surrogate_only=true").scorer.k == 1
+    assert load_pruner(*common, f"scorer.surrogate={tmp_path / 's.pt'}", "scorer.surrogate_only=true").scorer.k == 1
     with pytest.raises(ValueError, match="no shipped surrogate"):
         load_pruner(*common)
-    lookahead = load_pruner(*common, "pruner.surrogate=first_order@4", "pruner.k=2")
+    lookahead = load_pruner(*common, "scorer.surrogate=first_order@4", "scorer.k=2")
     assert lookahead.scorer.settings()["horizon"] == 4
     assert lookahead.prune("q", "one two three", "x").record.cost["verified_per_step"][0] == 2
     with pytest.raises(ValueError, match="first_order@H"):
-        load_pruner(*common, "pruner.surrogate=first_order@x")
+        load_pruner(*common, "scorer.surrogate=first_order@x")
+    # What it cannot honour fails loudly: verification without a base pass, a misspelled key.
+    naive = (
+        "scorer.surrogate=first_order",
+        "scorer.verify._target_=exact.scorers.NaiveScorer",
+        "~scorer.verify.row_tokens",
+    )
+    with pytest.raises(ValueError, match="the hybrid verifies over the packed scorer's base pass"):
+        load_pruner(*common, "scorer.surrogate=first_order", *naive)
+    with pytest.raises(ConfigCompositionException, match="scorer.kk"):
+        load_pruner(*common, "scorer.kk=4")
 
 
 def test_shipped_surrogate_loads_for_the_embedded_model():

@@ -9,10 +9,13 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaForTokenClassification
 
-from src.baselines.tokenskip import load_classifier, word_keep_probs, words
+from src.baselines.tokenskip import lingua_words, load_classifier, word_keep_probs
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # XLM-R's ids 0..3
 WHOLE = ["the", "cat", "sat", "on", "mat", "Step", "answer", "so"]
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def xlmr_like_tokenizer() -> PreTrainedTokenizerFast:
@@ -67,15 +70,6 @@ def tiny_classifier(vocab_size: int, context_free: bool = False) -> XLMRobertaFo
     return model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The models are tiny: extra threads only fight over a busy machine's cores (and slow these tests tenfold)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tok() -> PreTrainedTokenizerFast:
     return xlmr_like_tokenizer()
@@ -118,15 +112,15 @@ TEXT = "  Step 1: x=5.\n\nSo  the cat's (3) ok  \n"
 
 
 def test_words_spans_include_the_whitespace_before():
-    spans = words(TEXT)
+    spans = lingua_words(TEXT)
     got = [TEXT[s:e] for s, e in spans]
     assert got == ["Step", " 1", ":", " x", "=5", ".", "\n\nSo", "  the", " cat", "'s", " (3", ")", " ok"]
     assert "".join(got) == TEXT.strip()
     assert "".join(TEXT[s:e] for s, e in spans[1::2]) == " 1 x.  the's)"
     assert all(s < e for s, e in spans) and all(e1 <= s2 for (_, e1), (s2, _) in zip(spans, spans[1:]))
-    assert words("") == [] and words(" \n\t ") == []
-    assert [("x y"[s:e]) for s, e in words("x y")] == ["x", " y"]
-    assert words("wait...") == [(0, 4), (4, 5), (5, 6), (6, 7)]
+    assert lingua_words("") == [] and lingua_words(" \n\t ") == []
+    assert [("x y"[s:e]) for s, e in lingua_words("x y")] == ["x", " y"]
+    assert lingua_words("wait...") == [(0, 4), (4, 5), (5, 6), (6, 7)]
 
 
 def test_load_classifier_and_probabilities(tmp_path, tok, model):
@@ -135,7 +129,7 @@ def test_load_classifier_and_probabilities(tmp_path, tok, model):
     loaded, loaded_tok = load_classifier(str(tmp_path / "clf"), device="cpu")
     assert not loaded.training and next(loaded.parameters()).device.type == "cpu"
     probs = word_keep_probs(loaded, loaded_tok, TEXT)
-    assert len(probs) == len(words(TEXT))
+    assert len(probs) == len(lingua_words(TEXT))
     assert all(0.0 < p < 1.0 for p in probs)
     assert len(set(probs)) > len(probs) // 2  # not a constant
     assert probs == pytest.approx(word_keep_probs(model, tok, TEXT), abs=1e-6)
@@ -152,7 +146,7 @@ def test_matches_running_the_classifier_on_the_whole_text(tok, model):
         if w is not None:
             per_word.setdefault(w, []).append(keep[i].item())
     expected = [sum(v) / len(v) for _, v in sorted(per_word.items())]
-    assert len(expected) == len(words(text))
+    assert len(expected) == len(lingua_words(text))
     assert word_keep_probs(model, tok, text) == pytest.approx(expected, abs=1e-5)
 
 
@@ -192,7 +186,7 @@ def test_window_size_does_not_matter_without_context(tok, free_model):
         )
         assert longest <= window
         assert small == pytest.approx(full, abs=1e-5)
-    assert len(full) == len(words(text)) and all(0.0 < p < 1.0 for p in full)
+    assert len(full) == len(lingua_words(text)) and all(0.0 < p < 1.0 for p in full)
 
 
 def test_hand_set_classifier_orders_words(tok, free_model):
@@ -204,7 +198,7 @@ def test_hand_set_classifier_orders_words(tok, free_model):
         model.classifier.bias.zero_()
         model.classifier.weight[1] = 3 * h / h.norm() ** 2  # keep logit = 3 cos(h_t, h_cat): LayerNorm evens norms
     text = "the cat sat on the mat cats cat... so"
-    got = dict(zip([text[s:e].strip() for s, e in words(text)], word_keep_probs(model, tok, text)))
+    got = dict(zip([text[s:e].strip() for s, e in lingua_words(text)], word_keep_probs(model, tok, text)))
     assert set(got) == {"the", "cat", "sat", "on", "mat", "cats", ".", "so"}
     assert got["cat"] == max(got.values())
     assert all(v < got["cat"] - 0.01 for k, v in got.items() if k != "cat")
