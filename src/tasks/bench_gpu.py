@@ -482,6 +482,7 @@ def projection(bf16: dict, bench: DictConfig, device_name: str) -> dict:
         "what": (
             f"projections from rates measured on {device_name} ({bf16['shape']}, {bf16['dtype']}, synthetic chains) "
             "and the cost model, docs/DESIGN.md §7: not measurements"
+            + ("; tiny shapes on a CPU exercise the arithmetic only" if bench.shapes == "tiny" else "")
         ),
         "chains": config.chains,
         "mean_reasoning_tokens": round(mean, 2),
@@ -506,6 +507,26 @@ def projection(bf16: dict, bench: DictConfig, device_name: str) -> dict:
                 "paper_over_projection": round(config.paper_gpu_hours / hours, 2),
             }
         report["by_deletion_fraction"][str(fraction)] = {"deletions_per_chain": deletions, **methods}
+    return report
+
+
+def summary(models: dict) -> dict:
+    """The headline numbers of the parts that ran, per model and chain length."""
+    report = {}
+    for role, model in models.items():
+        steps = {k.removeprefix("step_n"): v for k, v in model.items() if k.startswith("step_n") and "skipped" not in v}
+        report[role] = {
+            "max_abs_gap_nats": {n: step["agreement"]["max_abs_gap"] for n, step in steps.items()},
+            "same_argmax": {n: step["agreement"]["same_argmax"] for n, step in steps.items()},
+            "orders_equal": model["greedy_orders"].get("equal"),
+            "packed_over_naive_wall": {n: step["packed_over_naive_wall"] for n, step in steps.items()},
+            "packed_fraction_of_forward": {n: step["packed"]["fraction_of_forward"] for n, step in steps.items()},
+            "recorded_over_plain_base_pass": {
+                n: step["hybrid"]["recorded_over_plain_wall"] for n, step in steps.items()
+            },
+        }
+    backoff = models["bf16"]["oom_backoff"]
+    report["oom_backoff"] = backoff.get("skipped") or {k: backoff.get(k) for k in ("halved", "bitwise_equal", "error")}
     return report
 
 
@@ -541,6 +562,7 @@ def run(cfg: DictConfig) -> dict:
         gc.collect()  # the model is gone with bench_model's frame
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    report["summary"] = summary(report["models"])
     report["projection"] = projection(report["models"]["bf16"], bench, device_name)
     report["skipped"] = clock.skipped
     report["elapsed_s"] = round(clock.elapsed(), 1)
