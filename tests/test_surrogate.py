@@ -82,10 +82,13 @@ def test_train_and_evaluate_a_surrogate(tmp_path, tiny_model_dir, labels, kind, 
             f"+evaluate.surrogates.trained={out / 'surrogate.pt'}",
             "+evaluate.surrogates.lookahead=first_order@3",
             "~evaluate.surrogates.shipped",
-            f"evaluate.labels=[{labels}]",
+            "~evaluate.labels",
+            f"+evaluate.labels={{held_out: [{labels}]}}",
             f"output_dir={tmp_path / 'eval'}",
         )  # fmt: skip
-    )
+    )["sets"]
+    assert set(evaluated) == {"held_out"}
+    evaluated = evaluated["held_out"]
     assert evaluated["records"] == 5 and set(evaluated["surrogates"]) == {"first_order", "trained", "lookahead"}
     assert evaluated["surrogates"]["lookahead"]["horizon"] == 3 and evaluated["surrogates"]["trained"]["horizon"] == (
         2 if residual else 0

@@ -1,7 +1,8 @@
 """`+experiment=eval_surrogate`: ranking quality of surrogates on held-out labelled records, as JSON.
 
 `evaluate.surrogates` names each surrogate to report side by side (`default`, a trained file, or
-`first_order` for the free f(q) ranking); all are scored on the same held-out steps.
+`first_order` for the free f(q) ranking); all are scored on the same held-out steps. `evaluate.labels`
+names the label sets to report apart (for example short and long chains): set name → label files.
 """
 
 from __future__ import annotations
@@ -26,12 +27,9 @@ def evaluated(name: str, cfg: DictConfig) -> tuple[Surrogate, dict]:
     return surrogate, {"surrogate": where, "kind": meta.get("kind")}
 
 
-def run(cfg: DictConfig) -> dict:
-    setup_runtime(cfg)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    records, pruner = labelled_records(cfg, list(cfg.evaluate.labels)), feature_pruner(cfg)
-    rows, groups = {}, []
+def evaluate_set(cfg: DictConfig, labels: list[str], pruner) -> dict:
+    """Every surrogate of `evaluate.surrogates` on the steps of one label set."""
+    records, rows, groups = labelled_records(cfg, labels), {}, []
     for name, path in cfg.evaluate.surrogates.items():
         surrogate, about = evaluated(path, cfg)
         groups = groups_of(cfg, records, surrogate.feature_set, surrogate.config["horizon"], pruner)
@@ -42,18 +40,30 @@ def run(cfg: DictConfig) -> dict:
             "horizon": surrogate.config["horizon"],
             **ranking_metrics(groups, predict(surrogate, groups)),
         }
+    return {"labels": labels, "records": len(records), "steps": len(groups), "surrogates": rows}
+
+
+def run(cfg: DictConfig) -> dict:
+    setup_runtime(cfg)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pruner = feature_pruner(cfg)
+    sets = {name: evaluate_set(cfg, [str(p) for p in labels], pruner) for name, labels in cfg.evaluate.labels.items()}
     report = {
-        "labels": [str(path) for path in cfg.evaluate.labels],
-        "records": len({g.record_id for g in groups}),
-        "steps": len(groups),
         "headline": "pearson: the mean per-step Pearson; pooled_pearson pools each record's steps first",
-        "surrogates": rows,
+        "sets": sets,
     }
     text = json.dumps(report, indent=2)
     (out / "eval_surrogate.json").write_text(text)
     tracker = start_tracking(cfg, out, "eval_surrogate")
     tracker.summary(
-        {f"eval/{name}/{k}": v for name, row in rows.items() for k, v in row.items() if isinstance(v, (int, float))}
+        {
+            f"eval/{label_set}/{name}/{k}": v
+            for label_set, result in sets.items()
+            for name, row in result["surrogates"].items()
+            for k, v in row.items()
+            if isinstance(v, (int, float))
+        }
     )
     tracker.finish()
     print(text)
