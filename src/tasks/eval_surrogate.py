@@ -29,7 +29,7 @@ def evaluated(name: str, cfg: DictConfig) -> tuple[Surrogate, dict]:
 
 def evaluate_set(cfg: DictConfig, labels: list[str], pruner) -> dict:
     """Every surrogate of `evaluate.surrogates` on the steps of one label set."""
-    records, rows, groups = labelled_records(cfg, labels), {}, []
+    records, rows = labelled_records(cfg, labels), {}
     for name, path in cfg.evaluate.surrogates.items():
         surrogate, about = evaluated(path, cfg)
         groups = groups_of(cfg, records, surrogate.feature_set, surrogate.config["horizon"], pruner)
@@ -40,7 +40,8 @@ def evaluate_set(cfg: DictConfig, labels: list[str], pruner) -> dict:
             "horizon": surrogate.config["horizon"],
             **ranking_metrics(groups, predict(surrogate, groups)),
         }
-    return {"labels": labels, "records": len(records), "steps": len(groups), "surrogates": rows}
+    steps = sum(len(record["step_scores"]) for record in records)
+    return {"labels": labels, "records": len(records), "steps": steps, "surrogates": rows}
 
 
 def run(cfg: DictConfig) -> dict:
