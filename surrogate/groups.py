@@ -24,13 +24,15 @@ FEATURES_VERSION = 3  # bump when the raw features change, so stale caches are n
 
 @dataclass
 class Group:
-    """One greedy step: features (m, F), first-order scores f (m,) and exact post-deletion scores (m,)."""
+    """One greedy step: features (m, F), priors f_h (m,) and exact post-deletion scores (m,) of the candidates,
+    which are the record's kept reasoning indices `kept` (m,) at this step."""
 
     record_id: str
     step: int
     features: torch.Tensor
     prior: torch.Tensor
     labels: torch.Tensor
+    kept: torch.Tensor
 
 
 def model_key(name: str) -> str:
@@ -93,5 +95,6 @@ def build_groups(
             if index.tolist() != kept:
                 raise ValueError(f"record {record['id']!r} step {step}: scores do not cover the kept tokens")
             labels = torch.tensor([s for _, s in scores], dtype=torch.float64)
-            groups.append(Group(record["id"], step, feature_matrix(raw, feature_set), raw["prior"].double(), labels))
+            matrix = feature_matrix(raw, feature_set)
+            groups.append(Group(record["id"], step, matrix, raw["prior"].double(), labels, index))
     return groups

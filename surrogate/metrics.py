@@ -1,4 +1,5 @@
-"""How well a surrogate ranks candidates: per-step Pearson and Spearman, pooled Pearson, top-k recall of the argmax.
+"""How well a surrogate ranks candidates: per-step Pearson and Spearman, pooled Pearson, top-k recall of the argmax;
+and `carried_residual`, the oracle that bounds what a memory of the previous step's exact scores could add.
 
 The headline is the per-step Pearson: the mean over steps of the correlation within one step, which
 is what the loss trains and what a pruner needs. `pooled_pearson` pools every step of a record
@@ -54,3 +55,22 @@ def ranking_metrics(groups: list[Group], predictions: list[torch.Tensor], top_k=
     }
     report.update({f"recall@{k}": float(np.mean(v)) if v else math.nan for k, v in hits.items()})
     return report
+
+
+def carried_residual(groups: list[Group], predictions: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each step's predictions plus its candidates' exact residuals (label − prediction) of the step before.
+
+    An oracle: it knows every candidate's exact score one step back, where a hybrid knows only those it
+    verified. With predictions in nats (f or f_h) it bounds how well any prior that remembers the last
+    step's exact scores can rank. Groups must come in step order; a record's first step is left as it is.
+    """
+    carried, before = [], None
+    for group, pred in zip(groups, predictions):
+        pred = pred.double()
+        now = pred
+        if before is not None and before[0].record_id == group.record_id and before[0].step == group.step - 1:
+            residual = dict(zip(before[0].kept.tolist(), (before[0].labels - before[1]).tolist()))
+            now = pred + torch.tensor([residual[q] for q in group.kept.tolist()], dtype=torch.float64)
+        carried.append(now)
+        before = (group, pred)
+    return carried

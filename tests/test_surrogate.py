@@ -15,7 +15,9 @@ from exact import GreedyPruner
 from exact.scorers import PackedScorer
 from src.api import compose_config
 from src.run import run_task
+from surrogate.groups import Group
 from surrogate.hybrid import HybridScorer
+from surrogate.metrics import carried_residual
 from surrogate.models import Surrogate
 from surrogate.store import load_surrogate
 from surrogate.verification import calibrate, margin_for, verify_adaptively
@@ -84,17 +86,42 @@ def test_train_and_evaluate_a_surrogate(tmp_path, tiny_model_dir, labels, kind, 
             "~evaluate.surrogates.shipped",
             "~evaluate.labels",
             f"+evaluate.labels={{held_out: [{labels}]}}",
+            "evaluate.carried=[lookahead]",
             f"output_dir={tmp_path / 'eval'}",
         )  # fmt: skip
     )["sets"]
     assert set(evaluated) == {"held_out"}
     evaluated = evaluated["held_out"]
-    assert evaluated["records"] == 5 and set(evaluated["surrogates"]) == {"first_order", "trained", "lookahead"}
+    assert evaluated["records"] == 5
+    assert set(evaluated["surrogates"]) == {"first_order", "trained", "lookahead", "lookahead+carried"}
+    assert "oracle" in evaluated["surrogates"]["lookahead+carried"]
     assert evaluated["surrogates"]["lookahead"]["horizon"] == 3 and evaluated["surrogates"]["trained"]["horizon"] == (
         2 if residual else 0
     )
     for row in evaluated["surrogates"].values():
         assert set(row) >= {"pearson", "spearman", "pooled_pearson", "recall@1", "recall@8"}
+
+
+def test_evaluating_carried_residuals_of_an_unknown_surrogate_is_refused(tmp_path, tiny_model_dir, labels):
+    one_set = ["~evaluate.labels", f"+evaluate.labels={{x: [{labels}]}}"]
+    overrides = surrogate_overrides(tiny_model_dir, labels, tmp_path, "evaluate.carried=[missing]", *one_set)
+    with pytest.raises(ValueError, match=r"evaluate.carried names \['missing'\]"):
+        run_task(compose_config("+experiment=eval_surrogate", *overrides))
+
+
+def test_carried_residual_adds_the_previous_steps_exact_residuals():
+    """Residuals that stay put from step to step are carried exactly; a record's first step and a new record are
+    left as they are."""
+    residual = {0: -1.0, 1: -3.0, 2: -0.5}
+    kept = [[0, 1, 2], [0, 2], [0, 1, 2]]
+    prior = [torch.tensor([1.0, 2.0, 3.0]), torch.tensor([5.0, 4.0]), torch.tensor([0.0, 0.0, 0.0])]
+    groups = [
+        Group(record, step, torch.zeros(len(k), 0), p, p + torch.tensor([residual[q] for q in k]), torch.tensor(k))
+        for record, step, k, p in zip(["a", "a", "b"], [0, 1, 0], kept, prior)
+    ]
+    carried = carried_residual(groups, [g.prior for g in groups])
+    assert torch.equal(carried[0], prior[0].double()) and torch.equal(carried[2], prior[2].double())
+    assert torch.allclose(carried[1], groups[1].labels.double())
 
 
 def test_first_order_surrogate_is_calibrated_without_training(tmp_path, tiny_model_dir, labels):

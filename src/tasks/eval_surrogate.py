@@ -3,6 +3,9 @@
 `evaluate.surrogates` names each surrogate to report side by side (`default`, a trained file, or
 `first_order` for the free f(q) ranking); all are scored on the same held-out steps. `evaluate.labels`
 names the label sets to report apart (for example short and long chains): set name → label files.
+`evaluate.carried` names surrogates to report once more as `NAME+carried`: with the previous step's
+exact residuals added, an oracle bound on what remembering last step's scores could add
+(`surrogate.metrics.carried_residual`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from omegaconf import DictConfig
 from src.api import setup_runtime
 from src.surrogate_data import feature_pruner, groups_of, labelled_records, predict
 from src.tracking import start_tracking
-from surrogate.metrics import ranking_metrics
+from surrogate.metrics import carried_residual, ranking_metrics
 from surrogate.models import Surrogate
 from surrogate.store import FIRST_ORDER, load_surrogate, surrogate_path
 
@@ -30,16 +33,24 @@ def evaluated(name: str, cfg: DictConfig) -> tuple[Surrogate, dict]:
 def evaluate_set(cfg: DictConfig, labels: list[str], pruner) -> dict:
     """Every surrogate of `evaluate.surrogates` on the steps of one label set."""
     records, rows = labelled_records(cfg, labels), {}
+    carried = set(cfg.evaluate.get("carried") or ())
+    unknown = carried - set(cfg.evaluate.surrogates)
+    if unknown:
+        raise ValueError(f"evaluate.carried names {sorted(unknown)}, which are not in evaluate.surrogates")
     for name, path in cfg.evaluate.surrogates.items():
         surrogate, about = evaluated(path, cfg)
         groups = groups_of(cfg, records, surrogate.feature_set, surrogate.config["horizon"], pruner)
-        rows[name] = {
-            **about,
+        about |= {
             "feature_set": surrogate.feature_set,
             "residual": surrogate.config["residual"],
             "horizon": surrogate.config["horizon"],
-            **ranking_metrics(groups, predict(surrogate, groups)),
         }
+        predictions = predict(surrogate, groups)
+        rows[name] = {**about, **ranking_metrics(groups, predictions)}
+        if name in carried:
+            oracle = {"oracle": "plus the previous step's exact residual of every candidate"}
+            with_memory = carried_residual(groups, predictions)
+            rows[f"{name}+carried"] = {**about, **oracle, **ranking_metrics(groups, with_memory)}
     steps = sum(len(record["step_scores"]) for record in records)
     return {"labels": labels, "records": len(records), "steps": steps, "surrogates": rows}
 
