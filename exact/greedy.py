@@ -28,6 +28,7 @@ class GreedyTrace:
     forward_passes: int = 0
     wall_s: float = 0.0
     verified_per_step: list[int] = field(default_factory=list)  # candidates scored exactly in each round
+    memory: list[list[float]] = field(default_factory=list)  # a remembering scorer's [reasoning index, value] pairs
 
 
 def distinct_candidates(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,9 +110,17 @@ def greedy_prune(
     if not trace.step_objective:
         trace.step_objective.append(objective_now())
 
+    memory = {int(i): value for i, value in trace.memory}  # by the original reasoning index
     while len(trace.deletion_order) < deletions:
         candidates, same_as = distinct_candidates(segments.reasoning[kept])
-        scores = scorer.score(segments.with_kept(kept), prompt_len, len(kept), candidates)
+        ids = segments.with_kept(kept)
+        if scorer.remembers:  # its memory, by current reasoning index
+            now = {int(j): memory[int(kept[j])] for j in candidates if int(kept[j]) in memory}
+            scores = scorer.score(ids, prompt_len, len(kept), candidates, memory=now)
+            memory.update({int(kept[j]): value for j, value in (scores.remember or {}).items()})
+            trace.memory = [[i, value] for i, value in sorted(memory.items())]
+        else:
+            scores = scorer.score(ids, prompt_len, len(kept), candidates)
         trace.tokens_processed += scores.tokens
         trace.forward_passes += scores.passes
         trace.verified_per_step.append(len(candidates) if scores.verified is None else scores.verified)

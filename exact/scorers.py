@@ -38,6 +38,7 @@ class Scores:
     passes: int
     current: float | None = None
     verified: int | None = None  # candidates scored exactly (None: all of them)
+    remember: dict[int, float] | None = None  # what a remembering scorer keeps for later rounds, by reasoning index
 
 
 @dataclass
@@ -113,6 +114,7 @@ class Scorer:
     """Shared interface: `objective` of the current chain, and `score` of deletion candidates."""
 
     name = "base"
+    remembers = False  # True: `score` takes `memory`, what its earlier rounds on this chain returned as `remember`
 
     def __init__(self, model, objective: str = "joint", tokenizer=None):
         scored_from(objective, 0, 0)  # validates the name

@@ -11,6 +11,11 @@ Verification is either the surrogate's top `k`, or adaptive (`epsilon` set): dow
 rounds until the best verified score is safe by a calibrated margin, at most `k_max` candidates
 (surrogate/verification.py). Unverified candidates score -inf, so greedy deletes the best verified
 one. With k (or k_max and ε = 0) at least the number of candidates this is exact greedy.
+
+With `memory`, the hybrid remembers across steps what verification taught it: each verified
+candidate's exact residual (exact score − the surrogate's prediction), added to that candidate's
+prediction at later steps. The first step of a chain verifies every candidate, so each starts
+with a residual (docs/SURROGATE.md, "How much a memory of exact scores could add").
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from surrogate.features import (
 )
 from surrogate.models import Surrogate
 from surrogate.store import load_surrogate
-from surrogate.verification import choose_and_verify, margin_for
+from surrogate.verification import choose_and_verify, margin_for, top_k
 
 
 class HybridScorer(Scorer):
@@ -49,6 +54,7 @@ class HybridScorer(Scorer):
         epsilon: float | None = None,
         k_max: int | None = None,
         surrogate_only: bool = False,
+        memory: bool = False,
         verify: Callable[..., Scorer] = PackedScorer,
         verify_attention: str = "sdpa",
         pruner_model: str | None = None,
@@ -56,7 +62,8 @@ class HybridScorer(Scorer):
     ):
         """`surrogate`: a Surrogate, or a name for surrogate/store.py (`default`, `first_order[@h]`, a file),
         made for `pruner_model` (default: the model's name). `verify` builds the packed scorer that runs
-        the base pass and verifies (with its budgets). `surrogate_only` deletes the top candidate unverified."""
+        the base pass and verifies (with its budgets). `surrogate_only` deletes the top candidate unverified.
+        `memory` carries verified residuals to later steps (fixed k only)."""
         super().__init__(model, objective, tokenizer)
         if k < 1:
             raise ValueError(f"shortlist size k must be at least 1, got {k}")
@@ -75,15 +82,21 @@ class HybridScorer(Scorer):
         if "token_class" in self.blocks and tokenizer is None:
             raise ValueError("the surrogate's token_class features need the pruner's tokenizer")
         self.classes = token_class_table(tokenizer) if "token_class" in self.blocks else None
+        if memory and (surrogate_only or epsilon is not None):
+            raise ValueError(
+                "scorer.memory works with a fixed k: not with surrogate_only, nor with epsilon (its margin "
+                "is calibrated on predictions without memory)"
+            )
         if surrogate_only:
             k, epsilon = 1, None
+        self.remembers = memory
         self.k, self.epsilon, self.k_max = k, epsilon, k_max
         self.margin = None if epsilon is None else margin_for(surrogate.calibration, epsilon)
         self.verify_attention = verify_attention
 
     def settings(self) -> dict:
         """The surrogate and the verification policy, plus the inner packed scorer's budgets after a back-off."""
-        policy = {"shortlist_k": self.k}
+        policy = {"shortlist_k": self.k, "memory": self.remembers}
         if self.epsilon is not None:
             policy = {"epsilon": self.epsilon, "k_max": self.k_max, "margin_nats": self.margin}
         inner = {key: value for key, value in self.exact.settings().items() if key != "scorer"}
@@ -96,7 +109,9 @@ class HybridScorer(Scorer):
         return self.exact.objective(ids, prompt_len, n_reasoning)
 
     @torch.inference_mode()
-    def score(self, ids, prompt_len, n_reasoning, candidates):
+    def score(self, ids, prompt_len, n_reasoning, candidates, memory: dict[int, float] | None = None):
+        """Exact scores of the verified candidates, -inf for the rest; with memory, `memory` is what the earlier
+        steps remembered (reasoning index → residual), and the result's `remember` what this one adds."""
         reads_attention = any("attention" in block for block in self.blocks)
         tail = len(ids) - prompt_len - n_reasoning  # the answer segment
         recording = recording_received_attention(self.model, tail) if reads_attention else nullcontext({})
@@ -115,9 +130,27 @@ class HybridScorer(Scorer):
             prior = exact(torch.arange(len(candidates)), horizon) if horizon else None
             raw = candidate_features(store, base, n_reasoning, candidates, self.blocks, self.classes, prior)
             del store
-            predicted = self.surrogate(feature_matrix(raw, self.surrogate.feature_set), raw["prior"])
+            predicted = self.surrogate(feature_matrix(raw, self.surrogate.feature_set), raw["prior"]).double()
             calibration = self.surrogate.calibration
-            chosen, verified = choose_and_verify(predicted, exact, self.k, self.margin, calibration, self.k_max)
+            if self.remembers:
+                chosen, verified = self._with_memory(predicted, memory or {}, candidates, exact)
+            else:
+                chosen, verified = choose_and_verify(predicted, exact, self.k, self.margin, calibration, self.k_max)
         values = torch.full((len(candidates),), -math.inf, dtype=torch.float64)
         values[chosen] = verified.double()
-        return Scores(values, cost["tokens"], cost["passes"], current=base.objective, verified=len(chosen))
+        remember = None
+        if self.remembers:
+            residuals = (verified.double().cpu() - predicted.cpu()[chosen]).tolist()
+            remember = {int(candidates[i]): r for i, r in zip(chosen.tolist(), residuals)}
+        verified_count = len(chosen)
+        return Scores(values, cost["tokens"], cost["passes"], base.objective, verified_count, remember)
+
+    def _with_memory(self, predicted, memory, candidates, exact) -> tuple[torch.Tensor, torch.Tensor]:
+        """(chosen, exact scores): every candidate when nothing is remembered yet (a chain's first step), else the
+        top k of the predictions plus the remembered residuals."""
+        if not memory:
+            chosen = torch.arange(len(candidates))
+        else:
+            remembered = torch.tensor([memory.get(int(j), 0.0) for j in candidates], dtype=torch.float64)
+            chosen = top_k(predicted.cpu() + remembered, self.k)
+        return chosen, exact(chosen)

@@ -1,5 +1,5 @@
 """How well a surrogate ranks candidates: per-step Pearson and Spearman, pooled Pearson, top-k recall of the argmax;
-and `carried_residual`, the oracle that bounds what a memory of the previous step's exact scores could add.
+and `carried_residual`: what remembering exact scores across steps could add (an oracle, and a replay of the hybrid).
 
 The headline is the per-step Pearson: the mean over steps of the correlation within one step, which
 is what the loss trains and what a pruner needs. `pooled_pearson` pools every step of a record
@@ -17,6 +17,7 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 
 from surrogate.groups import Group
+from surrogate.verification import top_k
 
 TOP_K = (1, 2, 4, 8, 16)
 
@@ -57,20 +58,26 @@ def ranking_metrics(groups: list[Group], predictions: list[torch.Tensor], top_k=
     return report
 
 
-def carried_residual(groups: list[Group], predictions: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Each step's predictions plus its candidates' exact residuals (label − prediction) of the step before.
+def carried_residual(
+    groups: list[Group], predictions: list[torch.Tensor], verified: int | None = None
+) -> list[torch.Tensor]:
+    """Each step's predictions plus the exact residuals (label − prediction) remembered from earlier steps.
 
-    An oracle: it knows every candidate's exact score one step back, where a hybrid knows only those it
-    verified. With predictions in nats (f or f_h) it bounds how well any prior that remembers the last
-    step's exact scores can rank. Groups must come in step order; a record's first step is left as it is.
+    With `verified` None, an oracle: every candidate's residual of the step before, as if the hybrid
+    had verified them all. With predictions in nats (f or f_h) it bounds how well a prior that
+    remembers exact scores can rank. With `verified` k, a replay of a hybrid that remembers only what
+    it verifies: each step ranks by prediction plus what is remembered and keeps the residuals of its
+    top k (of every candidate at a record's first step). Groups come in step order, one record after another.
     """
-    carried, before = [], None
+    carried, memory, before = [], {}, None
     for group, pred in zip(groups, predictions):
-        pred = pred.double()
-        now = pred
-        if before is not None and before[0].record_id == group.record_id and before[0].step == group.step - 1:
-            residual = dict(zip(before[0].kept.tolist(), (before[0].labels - before[1]).tolist()))
-            now = pred + torch.tensor([residual[q] for q in group.kept.tolist()], dtype=torch.float64)
+        first = before is None or before.record_id != group.record_id or before.step != group.step - 1
+        memory = {} if first else memory
+        kept, pred = group.kept.tolist(), pred.double()
+        now = pred + torch.tensor([memory.get(q, 0.0) for q in kept], dtype=torch.float64)
+        remember = range(len(kept)) if verified is None or first else top_k(now, verified).tolist()
+        residual = (group.labels.double() - pred).tolist()
+        memory.update({kept[i]: residual[i] for i in remember})
         carried.append(now)
-        before = (group, pred)
+        before = group
     return carried

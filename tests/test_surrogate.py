@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import torch
 from hydra.errors import ConfigCompositionException
 
 from conftest import tiny_llama
-from exact import GreedyPruner
+from exact import GreedyPruner, GreedyTrace
 from exact.scorers import PackedScorer
 from src.api import compose_config
 from src.run import run_task
@@ -93,8 +95,9 @@ def test_train_and_evaluate_a_surrogate(tmp_path, tiny_model_dir, labels, kind, 
     assert set(evaluated) == {"held_out"}
     evaluated = evaluated["held_out"]
     assert evaluated["records"] == 5
-    assert set(evaluated["surrogates"]) == {"first_order", "trained", "lookahead", "lookahead+carried"}
-    assert "oracle" in evaluated["surrogates"]["lookahead+carried"]
+    memories = {"lookahead+carried", "lookahead+remembered@8"}
+    assert set(evaluated["surrogates"]) == {"first_order", "trained", "lookahead"} | memories
+    assert all("memory" in evaluated["surrogates"][name] for name in memories)
     assert evaluated["surrogates"]["lookahead"]["horizon"] == 3 and evaluated["surrogates"]["trained"]["horizon"] == (
         2 if residual else 0
     )
@@ -110,8 +113,7 @@ def test_evaluating_carried_residuals_of_an_unknown_surrogate_is_refused(tmp_pat
 
 
 def test_carried_residual_adds_the_previous_steps_exact_residuals():
-    """Residuals that stay put from step to step are carried exactly; a record's first step and a new record are
-    left as they are."""
+    """The oracle adds every candidate's residual of the step before; a record's first step is left as it is."""
     residual = {0: -1.0, 1: -3.0, 2: -0.5}
     kept = [[0, 1, 2], [0, 2], [0, 1, 2]]
     prior = [torch.tensor([1.0, 2.0, 3.0]), torch.tensor([5.0, 4.0]), torch.tensor([0.0, 0.0, 0.0])]
@@ -122,6 +124,23 @@ def test_carried_residual_adds_the_previous_steps_exact_residuals():
     carried = carried_residual(groups, [g.prior for g in groups])
     assert torch.equal(carried[0], prior[0].double()) and torch.equal(carried[2], prior[2].double())
     assert torch.allclose(carried[1], groups[1].labels.double())
+
+
+def test_a_replayed_memory_keeps_only_what_was_verified():
+    """With `verified` k, a step remembers the residuals of its top k only; the others keep older ones."""
+    kept = [[0, 1, 2, 3], [0, 1, 3], [0, 3]]
+    prior = [torch.zeros(4), torch.tensor([9.0, 0.0, 0.0]), torch.zeros(2)]
+    residuals = [torch.tensor([-1.0, -2.0, -3.0, -4.0]), torch.tensor([-1.0, -2.0, -0.5]), torch.zeros(2)]
+    groups = [
+        Group("a", step, torch.zeros(len(k), 0), p, p + r, torch.tensor(k))
+        for step, (k, p, r) in enumerate(zip(kept, prior, residuals))
+    ]
+    oracle = carried_residual(groups, [g.prior for g in groups])
+    replay = carried_residual(groups, [g.prior for g in groups], verified=1)
+    assert torch.allclose(replay[1], oracle[1])  # step 0 verified every candidate
+    # step 1 verified only candidate 0 (prior 9); candidate 3 still carries its residual of step 0
+    assert torch.allclose(oracle[2], torch.tensor([-1.0, -0.5], dtype=torch.float64))
+    assert torch.allclose(replay[2], torch.tensor([-1.0, -4.0], dtype=torch.float64))
 
 
 def test_first_order_surrogate_is_calibrated_without_training(tmp_path, tiny_model_dir, labels):
@@ -261,6 +280,37 @@ def test_small_shortlists_verify_only_k_candidates(tokenizer):
         assert chosen == max(step, key=lambda pair: pair[1])[0]
 
 
+def test_hybrid_with_memory_and_every_candidate_is_exact_greedy(tokenizer):
+    expected, got = exact_and_hybrid(tokenizer, k=10_000, memory=True)
+    assert got.cost["memory"] is True
+    assert_same_greedy(got, expected)
+
+
+def test_memory_verifies_all_at_the_first_step_then_k_and_resumes_the_same(tokenizer):
+    model = tiny_llama(vocab_size=len(tokenizer))
+    surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "linear", residual=True)
+    pruner = GreedyPruner(model, tokenizer, scorer=HybridScorer(model, surrogate, k=2, memory=True))
+    chain = ("q", "a long enough chain of thought with more words", "x")
+    states = []
+    whole = pruner.prune(*chain, keep_fractions=[0.5], on_state=lambda t: states.append(copy.deepcopy(t))).record
+    n = whole.n_reasoning_tokens
+    assert whole.cost["verified_per_step"][0] == n and set(whole.cost["verified_per_step"][1:]) == {2}
+    saved = states[2]
+    assert {int(i) for i, _ in saved.memory} <= set(range(n)) and len(saved.memory) == n  # the first step: all of them
+    saved = GreedyTrace(**json.loads(json.dumps(asdict(saved))))  # as a checkpoint file stores it
+    resumed = pruner.prune(*chain, keep_fractions=[0.5], resume=saved).record
+    assert resumed.deletion_order == whole.deletion_order
+    assert resumed.cost["verified_per_step"] == whole.cost["verified_per_step"]  # the memory came back too
+
+
+@pytest.mark.parametrize("settings", [{"epsilon": 0.1}, {"surrogate_only": True}])
+def test_memory_needs_a_fixed_shortlist(settings):
+    model = tiny_llama()
+    surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "linear")
+    with pytest.raises(ValueError, match="scorer.memory works with a fixed k"):
+        HybridScorer(model, surrogate, memory=True, **settings)
+
+
 def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
     model = tiny_llama()
     surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "linear", residual=True)
@@ -272,7 +322,8 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
     rows = [{"id": f"c{i}", "question": "How many?", "reasoning": r, "answer": "1"} for i, r in enumerate(REASONINGS)]
     rows.append({"id": "long", "question": "How many?", "reasoning": long, "answer": "16"})
     chains.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    methods = "{f_only: {surrogate: first_order, k: 1}, hybrid_k2: {k: 2}, all: {k: 1000}, adaptive: {epsilon: 0.3}}"
+    methods = "{f_only: {surrogate: first_order, k: 1}, hybrid_k2: {k: 2}, all: {k: 1000}, adaptive: {epsilon: 0.3}, "
+    methods += "memory: {k: 2, memory: true}}"
     cfg = compose_config(
         "+experiment=bench_hybrid", "model=hf", f"model.path={tiny_model_dir}", "data=jsonl", f"data.path={chains}",
         "data.limit=2", "data.reasoning_tokens=[5,40]", f"bench.hybrid.surrogate={tmp_path / 's.pt'}",
@@ -284,7 +335,8 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
     assert json.loads((tmp_path / "out" / "bench_hybrid.json").read_text()) == report
     assert (tmp_path / "out" / "dial.png").stat().st_size > 0
     methods = report["methods"]
-    assert set(methods) == {"exact_packed", "f_only", "hybrid_k2", "all", "adaptive"}
+    assert set(methods) == {"exact_packed", "f_only", "hybrid_k2", "all", "adaptive", "memory"}
+    assert methods["memory"]["verified_per_step"] > 2  # its first step verifies every candidate
     assert methods["exact_packed"]["speedup_wall"] == 1.0 and methods["exact_packed"]["step_agreement"] == 1.0
     assert methods["all"]["jaccard"] == {"0.9": 1.0, "0.7": 1.0, "0.5": 1.0}
     assert methods["all"]["step_agreement"] == 1.0 and abs(methods["all"]["final_objective_gap_nats"]) < 1e-4

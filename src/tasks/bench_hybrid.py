@@ -35,7 +35,8 @@ from src.surrogate_data import groups_of
 from src.tracking import publish, start_tracking
 from surrogate.groups import Group
 from surrogate.hybrid import HybridScorer
-from surrogate.verification import choose_and_verify
+from surrogate.metrics import carried_residual
+from surrogate.verification import choose_and_verify, top_k
 
 
 def prune_all(name: str, pruner, chains: list[dict], fractions: list[float], **options) -> list[PruneRecord]:
@@ -53,15 +54,22 @@ def objective_at(record: PruneRecord, keep: float) -> float:
 
 def step_agreement(groups: list[Group], scorer: HybridScorer) -> float:
     """Fraction of exact-path steps whose exact best score is among the candidates `scorer` would verify there
-    (adaptive verification with the exact scores as its oracle)."""
-    hits = []
+    (adaptive verification with the exact scores as its oracle; with memory, a replay of what it remembers)."""
     with torch.inference_mode():
-        for g in groups:
-            predicted = scorer.surrogate(g.features, g.prior)
-            calibration = scorer.surrogate.calibration
-            oracle = g.labels.__getitem__
-            chosen, _ = choose_and_verify(predicted, oracle, scorer.k, scorer.margin, calibration, scorer.k_max)
-            hits.append(bool(g.labels[chosen].max() >= g.labels.max() - 1e-9))
+        predictions = [scorer.surrogate(g.features, g.prior).double() for g in groups]
+    if scorer.remembers:
+        ranked = carried_residual(groups, predictions, verified=scorer.k)
+        hits = [
+            g.step == 0 or bool(g.labels[top_k(p, scorer.k)].max() >= g.labels.max() - 1e-9)  # step 0 verifies all
+            for g, p in zip(groups, ranked)
+        ]
+        return round(sum(hits) / max(len(hits), 1), 4)
+    hits = []
+    for g, predicted in zip(groups, predictions):
+        calibration = scorer.surrogate.calibration
+        oracle = g.labels.__getitem__
+        chosen, _ = choose_and_verify(predicted, oracle, scorer.k, scorer.margin, calibration, scorer.k_max)
+        hits.append(bool(g.labels[chosen].max() >= g.labels.max() - 1e-9))
     return round(sum(hits) / max(len(hits), 1), 4)
 
 

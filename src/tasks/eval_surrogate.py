@@ -3,9 +3,10 @@
 `evaluate.surrogates` names each surrogate to report side by side (`default`, a trained file, or
 `first_order` for the free f(q) ranking); all are scored on the same held-out steps. `evaluate.labels`
 names the label sets to report apart (for example short and long chains): set name → label files.
-`evaluate.carried` names surrogates to report once more as `NAME+carried`: with the previous step's
-exact residuals added, an oracle bound on what remembering last step's scores could add
-(`surrogate.metrics.carried_residual`).
+`evaluate.carried` names surrogates to report again with exact scores remembered across steps
+(`surrogate.metrics.carried_residual`): `NAME+carried` adds every candidate's exact residual of the
+step before (an oracle), and `NAME+remembered@k` (`evaluate.remember_k`) replays a hybrid that
+remembers only the k it verifies.
 """
 
 from __future__ import annotations
@@ -48,9 +49,15 @@ def evaluate_set(cfg: DictConfig, labels: list[str], pruner) -> dict:
         predictions = predict(surrogate, groups)
         rows[name] = {**about, **ranking_metrics(groups, predictions)}
         if name in carried:
-            oracle = {"oracle": "plus the previous step's exact residual of every candidate"}
-            with_memory = carried_residual(groups, predictions)
-            rows[f"{name}+carried"] = {**about, **oracle, **ranking_metrics(groups, with_memory)}
+            memories = {"carried": (None, "every candidate's exact residual of the step before (an oracle)")}
+            if k := cfg.evaluate.get("remember_k"):
+                memories[f"remembered@{k}"] = (
+                    k,
+                    f"the exact residuals of the top {k} verified at each step (a replay)",
+                )
+            for suffix, (k, memory) in memories.items():
+                metrics = ranking_metrics(groups, carried_residual(groups, predictions, verified=k))
+                rows[f"{name}+{suffix}"] = {**about, "memory": memory, **metrics}
     steps = sum(len(record["step_scores"]) for record in records)
     return {"labels": labels, "records": len(records), "steps": steps, "surrogates": rows}
 
