@@ -154,7 +154,7 @@ def test_demo_task_compares_exact_and_hybrid(tmp_path, tiny_model_dir, capsys):
     assert summary["pruned"] == 2 and summary["hybrid"]["speedup"] > 0
     assert len(read_ids(tmp_path / "run" / "hybrid.jsonl")) == 2
     printed = capsys.readouterr().out
-    assert "before:" in printed and "after:" in printed and "faster" in printed
+    assert "before:" in printed and "after:" in printed and "faster" in printed and "remembering" in printed
 
 
 def test_demo_with_every_record_skipped_skips_the_hybrid(tmp_path, tiny_model_dir, capsys):

@@ -34,13 +34,19 @@ def run(cfg: DictConfig) -> dict:
         print(f"\nSkipping the hybrid comparison: {err}")
         return summary
     verify = instantiate(cfg.scorer)  # the job's packed scorer, with its budgets
-    scorer = HybridScorer(model, surrogate, cfg.pruner.objective, settings.hybrid_k, verify=verify, tokenizer=tokenizer)
+    memory = settings.hybrid_memory
+    scorer = HybridScorer(
+        model, surrogate, cfg.pruner.objective, settings.hybrid_k, memory=memory, verify=verify, tokenizer=tokenizer
+    )
     pruner = build_pruner(cfg, model, tokenizer, scorer=scorer)
     keep = min(cfg.pruner.prune.keep_fractions)
     config = surrogate.config
     prior = f"f_{config['horizon']}(q)" if config["horizon"] else "f(q)"
     ranking = f"{prior} + a learned residual ({config['kind']})" if config["residual"] else f"a {config['kind']}"
-    print(f"\nHybrid: {ranking} ranks the candidates, the exact scorer verifies the top {settings.hybrid_k}.")
+    remembering = ", remembering what it verified (the first step verifies all)" if memory else ""
+    print(
+        f"\nHybrid: {ranking} ranks the candidates, the exact scorer verifies the top {settings.hybrid_k}{remembering}."
+    )
     rows = []
     with RecordWriter(out / "hybrid.jsonl") as writer:
         for record in exact:
