@@ -362,8 +362,11 @@ def test_hybrid_pruner_from_config(tmp_path, tiny_model_dir):
     common = ("scorer=hybrid", "model=hf", f"model.path={tiny_model_dir}")
     pruner = load_pruner(*common, f"scorer.surrogate={tmp_path / 's.pt'}", "scorer.k=4")
     assert pruner.scorer.settings() == {
-        "scorer": "hybrid", "surrogate": "mlp", "feature_set": "attention", "horizon": 0, "shortlist_k": 4
+        "scorer": "hybrid", "surrogate": "mlp", "feature_set": "attention", "horizon": 0, "shortlist_k": 4,
+        "memory": False,
     }  # fmt: skip
+    remembering = load_pruner(*common, f"scorer.surrogate={tmp_path / 's.pt'}", "scorer.memory=true").scorer
+    assert remembering.remembers and remembering.settings()["memory"] is True
     assert pruner.scorer.model.config._attn_implementation == "sdpa"  # eager only inside its base passes
     assert pruner.prune("q", "one two three", "x").record.method == "hybrid"
     assert load_pruner(*common, f"scorer.surrogate={tmp_path / 's.pt'}", "scorer.surrogate_only=true").scorer.k == 1
