@@ -37,7 +37,7 @@ from surrogate.features import (
 )
 from surrogate.models import Surrogate
 from surrogate.store import load_surrogate
-from surrogate.verification import choose_and_verify, margin_for, top_k
+from surrogate.verification import choose_and_verify, margin_for, remembered_top_k
 
 
 class HybridScorer(Scorer):
@@ -133,7 +133,11 @@ class HybridScorer(Scorer):
             predicted = self.surrogate(feature_matrix(raw, self.surrogate.feature_set), raw["prior"]).double()
             calibration = self.surrogate.calibration
             if self.remembers:
-                chosen, verified = self._with_memory(predicted, memory or {}, candidates, exact)
+                remembered = None  # nothing yet: a chain's first step verifies every candidate
+                if memory:
+                    remembered = torch.tensor([memory.get(int(j), 0.0) for j in candidates], dtype=torch.float64)
+                chosen = remembered_top_k(predicted.cpu(), remembered, self.k)
+                verified = exact(chosen)
             else:
                 chosen, verified = choose_and_verify(predicted, exact, self.k, self.margin, calibration, self.k_max)
         values = torch.full((len(candidates),), -math.inf, dtype=torch.float64)
@@ -142,15 +146,6 @@ class HybridScorer(Scorer):
         if self.remembers:
             residuals = (verified.double().cpu() - predicted.cpu()[chosen]).tolist()
             remember = {int(candidates[i]): r for i, r in zip(chosen.tolist(), residuals)}
-        verified_count = len(chosen)
-        return Scores(values, cost["tokens"], cost["passes"], base.objective, verified_count, remember)
-
-    def _with_memory(self, predicted, memory, candidates, exact) -> tuple[torch.Tensor, torch.Tensor]:
-        """(chosen, exact scores): every candidate when nothing is remembered yet (a chain's first step), else the
-        top k of the predictions plus the remembered residuals."""
-        if not memory:
-            chosen = torch.arange(len(candidates))
-        else:
-            remembered = torch.tensor([memory.get(int(j), 0.0) for j in candidates], dtype=torch.float64)
-            chosen = top_k(predicted.cpu() + remembered, self.k)
-        return chosen, exact(chosen)
+        return Scores(
+            values, cost["tokens"], cost["passes"], current=base.objective, verified=len(chosen), remember=remember
+        )

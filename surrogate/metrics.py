@@ -17,7 +17,7 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 
 from surrogate.groups import Group
-from surrogate.verification import top_k
+from surrogate.verification import remembered_top_k
 
 TOP_K = (1, 2, 4, 8, 16)
 
@@ -74,8 +74,11 @@ def carried_residual(
         first = before is None or before.record_id != group.record_id or before.step != group.step - 1
         memory = {} if first else memory
         kept, pred = group.kept.tolist(), pred.double()
-        now = pred + torch.tensor([memory.get(q, 0.0) for q in kept], dtype=torch.float64)
-        remember = range(len(kept)) if verified is None or first else top_k(now, verified).tolist()
+        remembered = torch.tensor([memory.get(q, 0.0) for q in kept], dtype=torch.float64)
+        now = pred + remembered
+        remember = (
+            range(len(kept)) if verified is None else remembered_top_k(pred, None if first else remembered, verified)
+        )
         residual = (group.labels.double() - pred).tolist()
         memory.update({kept[i]: residual[i] for i in remember})
         carried.append(now)

@@ -29,6 +29,14 @@ def top_k(predicted: torch.Tensor, k: int) -> torch.Tensor:
     return torch.sort(torch.sort(-predicted, stable=True).indices[:k]).values
 
 
+def remembered_top_k(predicted: torch.Tensor, remembered: torch.Tensor | None, k: int) -> torch.Tensor:
+    """What a hybrid with memory verifies: every candidate when nothing is remembered yet (a chain's first
+    step), else the top k of prediction plus remembered residual (in index order)."""
+    if remembered is None:
+        return torch.arange(len(predicted))
+    return top_k(predicted + remembered, k)
+
+
 def verify_adaptively(
     predicted: torch.Tensor,
     verify: Callable[[torch.Tensor], torch.Tensor],
