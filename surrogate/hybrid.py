@@ -14,8 +14,9 @@ one. With k (or k_max and ε = 0) at least the number of candidates this is exac
 
 With `memory`, the hybrid remembers across steps what verification taught it: each verified
 candidate's exact residual (exact score − the surrogate's prediction), added to that candidate's
-prediction at later steps. The first step of a chain verifies every candidate, so each starts
-with a residual (docs/SURROGATE.md, "How much a memory of exact scores could add").
+prediction at later steps; a candidate never verified gets the mean remembered residual. The first step
+of a chain verifies every candidate, so each starts with a residual, or with `first_k` only the
+surrogate's top `first_k` (docs/SURROGATE.md, "How much a memory of exact scores could add").
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from surrogate.features import (
 )
 from surrogate.models import Surrogate
 from surrogate.store import load_surrogate
-from surrogate.verification import choose_and_verify, margin_for, remembered_top_k
+from surrogate.verification import choose_and_verify, margin_for, remembered, remembered_top_k
 
 
 class HybridScorer(Scorer):
@@ -55,6 +56,7 @@ class HybridScorer(Scorer):
         k_max: int | None = None,
         surrogate_only: bool = False,
         memory: bool = False,
+        first_k: int | None = None,
         verify: Callable[..., Scorer] = PackedScorer,
         verify_attention: str = "sdpa",
         pruner_model: str | None = None,
@@ -63,7 +65,8 @@ class HybridScorer(Scorer):
         """`surrogate`: a Surrogate, or a name for surrogate/store.py (`default`, `first_order[@h]`, a file),
         made for `pruner_model` (default: the model's name). `verify` builds the packed scorer that runs
         the base pass and verifies (with its budgets). `surrogate_only` deletes the top candidate unverified.
-        `memory` carries verified residuals to later steps (fixed k only)."""
+        `memory` carries verified residuals to later steps (fixed k only); `first_k`, what it verifies at a
+        chain's first step (None: every candidate)."""
         super().__init__(model, objective, tokenizer)
         if k < 1:
             raise ValueError(f"shortlist size k must be at least 1, got {k}")
@@ -87,16 +90,20 @@ class HybridScorer(Scorer):
                 "scorer.memory works with a fixed k: not with surrogate_only, nor with epsilon (its margin "
                 "is calibrated on predictions without memory)"
             )
+        if first_k is not None and (not memory or first_k < 1):
+            raise ValueError(f"scorer.first_k ({first_k}) is the first step of scorer.memory: needs memory and ≥ 1")
         if surrogate_only:
             k, epsilon = 1, None
         self.remembers = memory
-        self.k, self.epsilon, self.k_max = k, epsilon, k_max
+        self.k, self.epsilon, self.k_max, self.first_k = k, epsilon, k_max, first_k
         self.margin = None if epsilon is None else margin_for(surrogate.calibration, epsilon)
         self.verify_attention = verify_attention
 
     def settings(self) -> dict:
         """The surrogate and the verification policy, plus the inner packed scorer's budgets after a back-off."""
         policy = {"shortlist_k": self.k, "memory": self.remembers}
+        if self.remembers:
+            policy["first_k"] = self.first_k  # what the first step verifies (None: every candidate)
         if self.epsilon is not None:
             policy = {"epsilon": self.epsilon, "k_max": self.k_max, "margin_nats": self.margin}
         inner = {key: value for key, value in self.exact.settings().items() if key != "scorer"}
@@ -133,10 +140,8 @@ class HybridScorer(Scorer):
             predicted = self.surrogate(feature_matrix(raw, self.surrogate.feature_set), raw["prior"]).double()
             calibration = self.surrogate.calibration
             if self.remembers:
-                remembered = None  # nothing yet: a chain's first step verifies every candidate
-                if memory:
-                    remembered = torch.tensor([memory.get(int(j), 0.0) for j in candidates], dtype=torch.float64)
-                chosen = remembered_top_k(predicted.cpu(), remembered, self.k)
+                residuals = remembered(memory or {}, candidates.tolist())  # None at a chain's first step
+                chosen = remembered_top_k(predicted.cpu(), residuals, self.k, self.first_k)
                 verified = exact(chosen)
             else:
                 chosen, verified = choose_and_verify(predicted, exact, self.k, self.margin, calibration, self.k_max)

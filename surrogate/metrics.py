@@ -17,7 +17,7 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 
 from surrogate.groups import Group
-from surrogate.verification import remembered_top_k
+from surrogate.verification import remembered, remembered_top_k
 
 TOP_K = (1, 2, 4, 8, 16)
 
@@ -59,28 +59,27 @@ def ranking_metrics(groups: list[Group], predictions: list[torch.Tensor], top_k=
 
 
 def carried_residual(
-    groups: list[Group], predictions: list[torch.Tensor], verified: int | None = None
-) -> list[torch.Tensor]:
-    """Each step's predictions plus the exact residuals (label − prediction) remembered from earlier steps.
+    groups: list[Group], predictions: list[torch.Tensor], verified: int | None = None, first_k: int | None = None
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Each step's predictions plus the exact residuals (label − prediction) remembered from earlier steps,
+    and the candidates whose residuals that step remembers.
 
     With `verified` None, an oracle: every candidate's residual of the step before, as if the hybrid
     had verified them all. With predictions in nats (f or f_h) it bounds how well a prior that
     remembers exact scores can rank. With `verified` k, a replay of a hybrid that remembers only what
-    it verifies: each step ranks by prediction plus what is remembered and keeps the residuals of its
-    top k (of every candidate at a record's first step). Groups come in step order, one record after another.
+    it verifies (`remembered_top_k`: at a record's first step the top `first_k`, or every candidate;
+    then the top k of prediction plus memory). Groups come in step order, one record after another.
     """
-    carried, memory, before = [], {}, None
+    carried, chosen, memory, before = [], [], {}, None
     for group, pred in zip(groups, predictions):
         first = before is None or before.record_id != group.record_id or before.step != group.step - 1
         memory = {} if first else memory
         kept, pred = group.kept.tolist(), pred.double()
-        remembered = torch.tensor([memory.get(q, 0.0) for q in kept], dtype=torch.float64)
-        now = pred + remembered
-        remember = (
-            range(len(kept)) if verified is None else remembered_top_k(pred, None if first else remembered, verified)
-        )
+        residuals = remembered(memory, kept)
+        carried.append(pred if residuals is None else pred + residuals)
+        step = torch.arange(len(kept)) if verified is None else remembered_top_k(pred, residuals, verified, first_k)
         residual = (group.labels.double() - pred).tolist()
-        memory.update({kept[i]: residual[i] for i in remember})
-        carried.append(now)
+        memory.update({kept[i]: residual[i] for i in step.tolist()})
+        chosen.append(step)
         before = group
-    return carried
+    return carried, chosen

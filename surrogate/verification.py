@@ -11,6 +11,9 @@ best unverified one. The mean residual of the verified candidates fixes the step
 training leaves it free). The margin for a miss rate ε is read off a table simulated on held-out
 labelled steps (`calibrate`): the smallest margin whose simulated chance of missing the exact argmax
 is at most ε. ε = 0 never stops early, so with `k_max` ≥ all candidates the hybrid is exact greedy.
+
+A hybrid with memory ranks by prediction plus each candidate's remembered residual (exact − predicted,
+from the last step that verified it) and verifies the top k (`remembered_top_k`).
 """
 
 from __future__ import annotations
@@ -29,12 +32,25 @@ def top_k(predicted: torch.Tensor, k: int) -> torch.Tensor:
     return torch.sort(torch.sort(-predicted, stable=True).indices[:k]).values
 
 
-def remembered_top_k(predicted: torch.Tensor, remembered: torch.Tensor | None, k: int) -> torch.Tensor:
-    """What a hybrid with memory verifies: every candidate when nothing is remembered yet (a chain's first
-    step), else the top k of prediction plus remembered residual (in index order)."""
-    if remembered is None:
-        return torch.arange(len(predicted))
-    return top_k(predicted + remembered, k)
+def remembered(memory: dict[int, float], keys: list[int]) -> torch.Tensor | None:
+    """The remembered residual of each key, or None when none is remembered (a chain's first step). A key never
+    verified gets the mean of the others' residuals: the surrogate's offset in nats, as far as it is known."""
+    known = [memory[key] for key in keys if key in memory]
+    if not known:
+        return None
+    offset = sum(known) / len(known)
+    return torch.tensor([memory.get(key, offset) for key in keys], dtype=torch.float64)
+
+
+def remembered_top_k(
+    predicted: torch.Tensor, residuals: torch.Tensor | None, k: int, first_k: int | None = None
+) -> torch.Tensor:
+    """What a hybrid with memory verifies (in index order): at a chain's first step (`residuals` None) its top
+    `first_k` by prediction, or every candidate when `first_k` is None; after it, the top k of prediction
+    plus remembered residual."""
+    if residuals is None:
+        return torch.arange(len(predicted)) if first_k is None else top_k(predicted, first_k)
+    return top_k(predicted + residuals, k)
 
 
 def verify_adaptively(

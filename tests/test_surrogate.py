@@ -121,7 +121,8 @@ def test_carried_residual_adds_the_previous_steps_exact_residuals():
         Group(record, step, torch.zeros(len(k), 0), p, p + torch.tensor([residual[q] for q in k]), torch.tensor(k))
         for record, step, k, p in zip(["a", "a", "b"], [0, 1, 0], kept, prior)
     ]
-    carried = carried_residual(groups, [g.prior for g in groups])
+    carried, remembered = carried_residual(groups, [g.prior for g in groups])
+    assert all(torch.equal(r, torch.arange(len(k))) for r, k in zip(remembered, kept))  # every candidate
     assert torch.equal(carried[0], prior[0].double()) and torch.equal(carried[2], prior[2].double())
     assert torch.allclose(carried[1], groups[1].labels.double())
 
@@ -135,12 +136,29 @@ def test_a_replayed_memory_keeps_only_what_was_verified():
         Group("a", step, torch.zeros(len(k), 0), p, p + r, torch.tensor(k))
         for step, (k, p, r) in enumerate(zip(kept, prior, residuals))
     ]
-    oracle = carried_residual(groups, [g.prior for g in groups])
-    replay = carried_residual(groups, [g.prior for g in groups], verified=1)
+    oracle, _ = carried_residual(groups, [g.prior for g in groups])
+    replay, verified = carried_residual(groups, [g.prior for g in groups], verified=1)
     assert torch.allclose(replay[1], oracle[1])  # step 0 verified every candidate
     # step 1 verified only candidate 0 (prior 9); candidate 3 still carries its residual of step 0
     assert torch.allclose(oracle[2], torch.tensor([-1.0, -0.5], dtype=torch.float64))
     assert torch.allclose(replay[2], torch.tensor([-1.0, -4.0], dtype=torch.float64))
+    assert [v.tolist() for v in verified] == [[0, 1, 2, 3], [0], [0]]
+
+
+def test_a_replayed_first_step_can_verify_a_shortlist_and_imputes_the_mean_residual():
+    """With `first_k`, the first step remembers only its top first_k; the rest then carry their mean residual."""
+    kept = [[0, 1, 2, 3], [0, 1, 2, 3]]
+    prior = [torch.tensor([4.0, 3.0, 2.0, 1.0]), torch.tensor([4.0, 3.0, 2.0, 1.0])]
+    residuals = [torch.tensor([-6.0, -2.0, 0.0, 0.0]), torch.zeros(4)]
+    groups = [
+        Group("a", step, torch.zeros(4, 0), p, p + r, torch.tensor(k))
+        for step, (k, p, r) in enumerate(zip(kept, prior, residuals))
+    ]
+    replay, verified = carried_residual(groups, [g.prior for g in groups], verified=2, first_k=2)
+    assert verified[0].tolist() == [0, 1]  # the top 2 by prior
+    # candidates 2 and 3 were never verified: they carry the mean of -6 and -2
+    assert torch.allclose(replay[1], torch.tensor([-2.0, 1.0, -2.0, -3.0], dtype=torch.float64))
+    assert verified[1].tolist() == [0, 1]  # 1 is best; 0 and 2 tie at -2, and the lower index wins
 
 
 def test_first_order_surrogate_is_calibrated_without_training(tmp_path, tiny_model_dir, labels):
@@ -286,17 +304,22 @@ def test_hybrid_with_memory_and_every_candidate_is_exact_greedy(tokenizer):
     assert_same_greedy(got, expected)
 
 
-def test_memory_verifies_all_at_the_first_step_then_k_and_resumes_the_same(tokenizer):
+@pytest.mark.parametrize("first_k", [None, 3])
+def test_memory_verifies_the_first_step_then_k_and_resumes_the_same(tokenizer, first_k):
+    """The first step verifies every candidate (or the top first_k), later steps k; a resumed run remembers."""
     model = tiny_llama(vocab_size=len(tokenizer))
     surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "linear", residual=True)
-    pruner = GreedyPruner(model, tokenizer, scorer=HybridScorer(model, surrogate, k=2, memory=True))
+    pruner = GreedyPruner(model, tokenizer, scorer=HybridScorer(model, surrogate, k=2, memory=True, first_k=first_k))
     chain = ("q", "a long enough chain of thought with more words", "x")
     states = []
     whole = pruner.prune(*chain, keep_fractions=[0.5], on_state=lambda t: states.append(copy.deepcopy(t))).record
     n = whole.n_reasoning_tokens
-    assert whole.cost["verified_per_step"][0] == n and set(whole.cost["verified_per_step"][1:]) == {2}
+    first = n if first_k is None else first_k
+    assert whole.cost["verified_per_step"][0] == first and set(whole.cost["verified_per_step"][1:]) == {2}
+    assert whole.cost["first_k"] == first_k
     saved = states[2]
-    assert {int(i) for i, _ in saved.memory} <= set(range(n)) and len(saved.memory) == n  # the first step: all of them
+    assert {int(i) for i, _ in saved.memory} <= set(range(n)) and len(saved.memory) <= first + 2 * 2
+    assert len(saved.memory) == n if first_k is None else len(saved.memory) < n
     saved = GreedyTrace(**json.loads(json.dumps(asdict(saved))))  # as a checkpoint file stores it
     resumed = pruner.prune(*chain, keep_fractions=[0.5], resume=saved).record
     assert resumed.deletion_order == whole.deletion_order
@@ -311,6 +334,14 @@ def test_memory_needs_a_fixed_shortlist(settings):
         HybridScorer(model, surrogate, memory=True, **settings)
 
 
+@pytest.mark.parametrize("settings", [{"first_k": 4}, {"first_k": 0, "memory": True}])
+def test_a_first_step_shortlist_needs_memory(settings):
+    model = tiny_llama()
+    surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "linear")
+    with pytest.raises(ValueError, match="scorer.first_k"):
+        HybridScorer(model, surrogate, **settings)
+
+
 def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
     model = tiny_llama()
     surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "linear", residual=True)
@@ -323,7 +354,8 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
     rows.append({"id": "long", "question": "How many?", "reasoning": long, "answer": "16"})
     chains.write_text("".join(json.dumps(r) + "\n" for r in rows))
     methods = "{f_only: {surrogate: first_order, k: 1}, hybrid_k2: {k: 2}, all: {k: 1000}, adaptive: {epsilon: 0.3}, "
-    methods += "memory: {k: 2, memory: true}}"
+    methods += "memory: {k: 2, memory: true}, memory_first: {k: 2, memory: true, first_k: 2}, "
+    methods += "memory_all: {k: 1000, memory: true, first_k: 1000}}"
     cfg = compose_config(
         "+experiment=bench_hybrid", "model=hf", f"model.path={tiny_model_dir}", "data=jsonl", f"data.path={chains}",
         "data.limit=2", "data.reasoning_tokens=[5,40]", f"bench.hybrid.surrogate={tmp_path / 's.pt'}",
@@ -335,11 +367,22 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
     assert json.loads((tmp_path / "out" / "bench_hybrid.json").read_text()) == report
     assert (tmp_path / "out" / "dial.png").stat().st_size > 0
     methods = report["methods"]
-    assert set(methods) == {"exact_packed", "f_only", "hybrid_k2", "all", "adaptive", "memory"}
+    assert set(methods) == {
+        "exact_packed",
+        "f_only",
+        "hybrid_k2",
+        "all",
+        "adaptive",
+        "memory",
+        "memory_first",
+        "memory_all",
+    }
     assert methods["memory"]["verified_per_step"] > 2  # its first step verifies every candidate
+    assert methods["memory_first"]["verified_per_step"] == 2  # ... this one only its top 2
     assert methods["exact_packed"]["speedup_wall"] == 1.0 and methods["exact_packed"]["step_agreement"] == 1.0
-    assert methods["all"]["jaccard"] == {"0.9": 1.0, "0.7": 1.0, "0.5": 1.0}
-    assert methods["all"]["step_agreement"] == 1.0 and abs(methods["all"]["final_objective_gap_nats"]) < 1e-4
+    for name in ("all", "memory_all"):
+        assert methods[name]["jaccard"] == {"0.9": 1.0, "0.7": 1.0, "0.5": 1.0}
+        assert methods[name]["step_agreement"] == 1.0 and abs(methods[name]["final_objective_gap_nats"]) < 1e-4
     assert methods["hybrid_k2"]["tokens_processed"] < methods["exact_packed"]["tokens_processed"]
     assert methods["hybrid_k2"]["verified_per_step"] <= 2 and methods["f_only"]["verified_per_step"] == 1
     assert methods["f_only"]["speedup_tokens"] > methods["hybrid_k2"]["speedup_tokens"]
@@ -367,6 +410,11 @@ def test_hybrid_pruner_from_config(tmp_path, tiny_model_dir):
     }  # fmt: skip
     remembering = load_pruner(*common, f"scorer.surrogate={tmp_path / 's.pt'}", "scorer.memory=true").scorer
     assert remembering.remembers and remembering.settings()["memory"] is True
+    assert remembering.settings()["first_k"] is None
+    shortlisted = load_pruner(
+        *common, f"scorer.surrogate={tmp_path / 's.pt'}", "scorer.memory=true", "scorer.first_k=3"
+    )
+    assert shortlisted.scorer.settings()["first_k"] == 3
     assert pruner.scorer.model.config._attn_implementation == "sdpa"  # eager only inside its base passes
     assert pruner.prune("q", "one two three", "x").record.method == "hybrid"
     assert load_pruner(*common, f"scorer.surrogate={tmp_path / 's.pt'}", "scorer.surrogate_only=true").scorer.k == 1

@@ -36,7 +36,7 @@ from src.tracking import publish, start_tracking
 from surrogate.groups import Group
 from surrogate.hybrid import HybridScorer
 from surrogate.metrics import carried_residual
-from surrogate.verification import choose_and_verify, top_k
+from surrogate.verification import choose_and_verify
 
 
 def prune_all(name: str, pruner, chains: list[dict], fractions: list[float], **options) -> list[PruneRecord]:
@@ -58,18 +58,14 @@ def step_agreement(groups: list[Group], scorer: HybridScorer) -> float:
     with torch.inference_mode():
         predictions = [scorer.surrogate(g.features, g.prior).double() for g in groups]
     if scorer.remembers:
-        ranked = carried_residual(groups, predictions, verified=scorer.k)
-        hits = [
-            g.step == 0 or bool(g.labels[top_k(p, scorer.k)].max() >= g.labels.max() - 1e-9)  # step 0 verifies all
-            for g, p in zip(groups, ranked)
-        ]
-        return round(sum(hits) / max(len(hits), 1), 4)
-    hits = []
-    for g, predicted in zip(groups, predictions):
-        calibration = scorer.surrogate.calibration
-        oracle = g.labels.__getitem__
-        chosen, _ = choose_and_verify(predicted, oracle, scorer.k, scorer.margin, calibration, scorer.k_max)
-        hits.append(bool(g.labels[chosen].max() >= g.labels.max() - 1e-9))
+        _, verified = carried_residual(groups, predictions, scorer.k, scorer.first_k)
+    else:
+        calibration, verified = scorer.surrogate.calibration, []
+        for g, predicted in zip(groups, predictions):
+            oracle = g.labels.__getitem__
+            chosen, _ = choose_and_verify(predicted, oracle, scorer.k, scorer.margin, calibration, scorer.k_max)
+            verified.append(chosen)
+    hits = [bool(g.labels[chosen].max() >= g.labels.max() - 1e-9) for g, chosen in zip(groups, verified)]
     return round(sum(hits) / max(len(hits), 1), 4)
 
 

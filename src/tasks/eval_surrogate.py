@@ -6,7 +6,8 @@ names the label sets to report apart (for example short and long chains): set na
 `evaluate.carried` names surrogates to report again with exact scores remembered across steps
 (`surrogate.metrics.carried_residual`): `NAME+carried` adds every candidate's exact residual of the
 step before (an oracle), and `NAME+remembered@k` (`evaluate.remember_k`) replays a hybrid that
-remembers only the k it verifies.
+remembers only the k it verifies (at a record's first step every candidate, or its top
+`evaluate.remember_first_k`: then `NAME+remembered@k,first@K`).
 """
 
 from __future__ import annotations
@@ -51,12 +52,15 @@ def evaluate_set(cfg: DictConfig, labels: list[str], pruner) -> dict:
         if name in carried:
             memories = {"carried": (None, "every candidate's exact residual of the step before (an oracle)")}
             if k := cfg.evaluate.get("remember_k"):
-                memories[f"remembered@{k}"] = (
+                first_k = cfg.evaluate.get("remember_first_k")
+                first = "every candidate" if first_k is None else f"the top {first_k}"
+                memories[f"remembered@{k}" + ("" if first_k is None else f",first@{first_k}")] = (
                     k,
-                    f"the exact residuals of the top {k} verified at each step (a replay)",
+                    f"the exact residuals of the top {k} verified at each step, {first} at the first (a replay)",
                 )
             for suffix, (k, memory) in memories.items():
-                metrics = ranking_metrics(groups, carried_residual(groups, predictions, verified=k))
+                carried, _ = carried_residual(groups, predictions, k, cfg.evaluate.get("remember_first_k"))
+                metrics = ranking_metrics(groups, carried)
                 rows[f"{name}+{suffix}"] = {**about, "memory": memory, **metrics}
     steps = sum(len(record["step_scores"]) for record in records)
     return {"labels": labels, "records": len(records), "steps": steps, "surrogates": rows}
