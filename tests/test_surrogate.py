@@ -88,14 +88,17 @@ def test_train_and_evaluate_a_surrogate(tmp_path, tiny_model_dir, labels, kind, 
             "~evaluate.surrogates.shipped",
             "~evaluate.labels",
             f"+evaluate.labels={{held_out: [{labels}]}}",
-            "evaluate.carried=[lookahead]",
+            "evaluate.carried=[trained,lookahead]",
+            "evaluate.remember_first_k=2",
             f"output_dir={tmp_path / 'eval'}",
         )  # fmt: skip
     )["sets"]
     assert set(evaluated) == {"held_out"}
     evaluated = evaluated["held_out"]
     assert evaluated["records"] == 5
-    memories = {"lookahead+carried", "lookahead+remembered@8"}
+    memories = {
+        f"{name}+{memory}" for name in ("trained", "lookahead") for memory in ("carried", "remembered@8,first@2")
+    }
     assert set(evaluated["surrogates"]) == {"first_order", "trained", "lookahead"} | memories
     assert all("memory" in evaluated["surrogates"][name] for name in memories)
     assert evaluated["surrogates"]["lookahead"]["horizon"] == 3 and evaluated["surrogates"]["trained"]["horizon"] == (

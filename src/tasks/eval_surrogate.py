@@ -59,8 +59,8 @@ def evaluate_set(cfg: DictConfig, labels: list[str], pruner) -> dict:
                     f"the exact residuals of the top {k} verified at each step, {first} at the first (a replay)",
                 )
             for suffix, (k, memory) in memories.items():
-                carried, _ = carried_residual(groups, predictions, k, cfg.evaluate.get("remember_first_k"))
-                metrics = ranking_metrics(groups, carried)
+                ranked, _ = carried_residual(groups, predictions, k, cfg.evaluate.get("remember_first_k"))
+                metrics = ranking_metrics(groups, ranked)
                 rows[f"{name}+{suffix}"] = {**about, "memory": memory, **metrics}
     steps = sum(len(record["step_scores"]) for record in records)
     return {"labels": labels, "records": len(records), "steps": steps, "surrogates": rows}
