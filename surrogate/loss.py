@@ -3,6 +3,11 @@
 A group is one (record, step): the candidates of one greedy step. Pearson ignores scale and shift,
 so only the ranking within a step is learned. Groups whose labels are (near) constant carry no
 ranking and are masked out instead of producing NaN.
+
+Pearson weighs every candidate alike, while the hybrid needs only the best few ranked right. An
+optional top-heavy term (ListNet's top-one loss, Cao et al. 2007) adds the KL divergence, per step,
+from the softmax of the standardised labels to that of the standardised predictions; a low
+temperature puts its weight on the candidates near the top. Standardising keeps it scale-free.
 """
 
 from __future__ import annotations
@@ -32,9 +37,49 @@ def group_pearson(
     return torch.where(valid, r, torch.zeros_like(r)), valid
 
 
-def pearson_loss(pred: torch.Tensor, label: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
-    """1 − mean Pearson over the groups with varying labels (0 with a gradient path if there are none)."""
+def group_standardise(x: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """x minus its group's mean, over its group's standard deviation (floored, so constant groups stay finite)."""
+    count = torch.zeros(n_groups, dtype=x.dtype, device=x.device).index_add_(0, group, torch.ones_like(x))
+    mean = torch.zeros_like(count).index_add_(0, group, x) / count.clamp(min=1)
+    centred = x - mean[group]
+    std = (torch.zeros_like(count).index_add_(0, group, centred * centred) / count.clamp(min=1)).sqrt()
+    return centred / std.clamp(min=1e-6)[group]
+
+
+def group_log_softmax(logits: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """log softmax of `logits` within each group."""
+    top = torch.full((n_groups,), -torch.inf, dtype=logits.dtype, device=logits.device)
+    top = top.scatter_reduce(0, group, logits.detach(), reduce="amax")
+    shifted = logits - top[group]
+    total = torch.zeros_like(top).index_add_(0, group, shifted.exp())
+    return shifted - total.log()[group]
+
+
+def top1_divergence(
+    pred: torch.Tensor, label: torch.Tensor, group: torch.Tensor, n_groups: int, temperature: float
+) -> torch.Tensor:
+    """Per group: KL(softmax(z(label)/T) ‖ softmax(z(pred)/T)), z standardising within the group."""
+    pred, label = pred.double(), label.double()
+    target = group_log_softmax(group_standardise(label, group, n_groups) / temperature, group, n_groups)
+    model = group_log_softmax(group_standardise(pred, group, n_groups) / temperature, group, n_groups)
+    terms = target.exp() * (target - model)
+    return torch.zeros(n_groups, dtype=terms.dtype, device=terms.device).index_add_(0, group, terms)
+
+
+def pearson_loss(
+    pred: torch.Tensor,
+    label: torch.Tensor,
+    group: torch.Tensor,
+    n_groups: int,
+    top1_weight: float = 0.0,
+    top1_temperature: float = 0.5,
+) -> torch.Tensor:
+    """1 − mean Pearson over the groups with varying labels, plus `top1_weight` times their mean top-one
+    divergence (0 with a gradient path if no group varies)."""
     r, valid = group_pearson(pred, label, group, n_groups)
     if not valid.any():
         return pred.sum() * 0.0
-    return (1.0 - r[valid].mean()).to(pred.dtype)
+    loss = 1.0 - r[valid].mean()
+    if top1_weight:
+        loss = loss + top1_weight * top1_divergence(pred, label, group, n_groups, top1_temperature)[valid].mean()
+    return loss.to(pred.dtype)

@@ -63,16 +63,29 @@ class GroupDataModule(L.LightningDataModule):
 
 
 class SurrogateModule(L.LightningModule):
-    """Trains `Surrogate` with 1 − Pearson per group (of its prediction, f + g when residual); logs `val_pearson`."""
+    """Trains `Surrogate` with 1 − Pearson per group (of its prediction, f + g when residual), plus the optional
+    top-one term of `pearson_loss`; logs `val_pearson`."""
 
-    def __init__(self, surrogate: Surrogate, lr: float = 1e-3, weight_decay: float = 1e-2, max_steps: int = 1000):
+    def __init__(
+        self,
+        surrogate: Surrogate,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-2,
+        max_steps: int = 1000,
+        top1_weight: float = 0.0,
+        top1_temperature: float = 0.5,
+    ):
         super().__init__()
         self.surrogate = surrogate
         self.lr, self.weight_decay, self.max_steps = lr, weight_decay, max_steps
+        self.top1_weight, self.top1_temperature = top1_weight, top1_temperature
         self._val_r: list[torch.Tensor] = []
 
     def training_step(self, batch: GroupBatch, batch_idx: int) -> torch.Tensor:
-        loss = pearson_loss(self.surrogate(batch.features, batch.prior), batch.labels, batch.group, batch.n_groups)
+        predicted = self.surrogate(batch.features, batch.prior)
+        loss = pearson_loss(
+            predicted, batch.labels, batch.group, batch.n_groups, self.top1_weight, self.top1_temperature
+        )
         self.log("train_loss", loss, batch_size=batch.n_groups, prog_bar=True)
         return loss
 

@@ -33,10 +33,12 @@ def lightning_logger(tracker: Tracker):
 def fit(
     cfg: DictConfig, surrogate: Surrogate, train: list[Group], val: list[Group], out: Path, tracker: Tracker
 ) -> float | None:
-    """Train `surrogate` with Lightning (1 − Pearson per step), restore its best validation checkpoint; its score."""
+    """Train `surrogate` with Lightning (1 − Pearson per step, `surrogate.loss`), restore its best validation checkpoint; its score."""
     spec = cfg.surrogate
     surrogate.fit_normalizer(torch.cat([g.features for g in train]))
-    module = SurrogateModule(surrogate, spec.lr, spec.weight_decay, spec.max_steps)
+    module = SurrogateModule(
+        surrogate, spec.lr, spec.weight_decay, spec.max_steps, spec.loss.top1_weight, spec.loss.top1_temperature
+    )
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor="val_pearson", mode="max", save_top_k=1)
     trainer = L.Trainer(
         max_steps=spec.max_steps,
@@ -82,6 +84,7 @@ def run(cfg: DictConfig) -> dict:
         "feature_set": surrogate.feature_set,
         "residual": surrogate.config["residual"],
         "horizon": surrogate.config["horizon"],
+        "loss": dict(spec.loss),
         "labels": [str(path) for path in spec.labels],
         "records": {"train": len({g.record_id for g in train}), "val": len({g.record_id for g in val})},
         "steps": {"train": len(train), "val": len(val)},
