@@ -54,7 +54,8 @@ def test_constant_predictions_do_not_produce_nan():
 def test_top1_divergence_is_zero_at_the_labels_and_scale_free():
     g = torch.Generator().manual_seed(2)
     label, group = torch.randn(11, generator=g), groups([5, 6])
-    assert torch.allclose(top1_divergence(3.0 * label - 1.0, label, group, 2, 0.5), torch.zeros(2, dtype=torch.float64), atol=1e-9)
+    at_labels = top1_divergence(3.0 * label - 1.0, label, group, 2, 0.5)
+    assert torch.allclose(at_labels, torch.zeros(2, dtype=torch.float64), atol=1e-9)
     pred = torch.randn(11, generator=g)
     shifted = pred.clone()
     shifted[:5] = 10.0 * shifted[:5] + 4.0

@@ -33,7 +33,8 @@ def lightning_logger(tracker: Tracker):
 def fit(
     cfg: DictConfig, surrogate: Surrogate, train: list[Group], val: list[Group], out: Path, tracker: Tracker
 ) -> float | None:
-    """Train `surrogate` with Lightning (1 − Pearson per step, `surrogate.loss`), restore its best validation checkpoint; its score."""
+    """Train `surrogate` with Lightning (1 − Pearson per step, `surrogate.loss`); restore its best validation
+    checkpoint and return its score."""
     spec = cfg.surrogate
     surrogate.fit_normalizer(torch.cat([g.features for g in train]))
     module = SurrogateModule(
