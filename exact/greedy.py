@@ -114,9 +114,11 @@ def greedy_prune(
     while len(trace.deletion_order) < deletions:
         candidates, same_as = distinct_candidates(segments.reasoning[kept])
         ids = segments.with_kept(kept)
-        if scorer.remembers:  # its memory, by current reasoning index
+        if scorer.remembers:  # its memory, by current reasoning index, and where the last step deleted
             now = {int(j): memory[int(kept[j])] for j in candidates if int(kept[j]) in memory}
-            scores = scorer.score(ids, prompt_len, len(kept), candidates, memory=now)
+            last = torch.tensor(trace.deletion_order[-per_step:], dtype=kept.dtype)
+            deleted_at = torch.searchsorted(kept, last).tolist()
+            scores = scorer.score(ids, prompt_len, len(kept), candidates, memory=now, deleted_at=deleted_at)
             memory.update({int(kept[j]): value for j, value in (scores.remember or {}).items()})
             trace.memory = [[i, value] for i, value in sorted(memory.items())]
         else:

@@ -114,7 +114,9 @@ class Scorer:
     """Shared interface: `objective` of the current chain, and `score` of deletion candidates."""
 
     name = "base"
-    remembers = False  # True: `score` takes `memory`, what its earlier rounds on this chain returned as `remember`
+    # True: `score` takes `memory`, what its earlier rounds on this chain returned as `remember`, and
+    # `deleted_at`, where the last round's deletions were (insertion points among the kept tokens now)
+    remembers = False
 
     def __init__(self, model, objective: str = "joint", tokenizer=None):
         scored_from(objective, 0, 0)  # validates the name

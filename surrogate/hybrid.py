@@ -16,7 +16,9 @@ With `memory`, the hybrid remembers across steps what verification taught it: ea
 candidate's exact residual (exact score − the surrogate's prediction), added to that candidate's
 prediction at later steps; a candidate never verified gets the mean remembered residual. The first step
 of a chain verifies every candidate, so each starts with a residual, or with `first_k` only the
-surrogate's top `first_k` (docs/SURROGATE.md, "How much a memory of exact scores could add").
+surrogate's top `first_k` (docs/SURROGATE.md, "How much a memory of exact scores could add"). With
+`refresh` r, later steps also verify the kept tokens within r places of the last deletion, whose
+memories that deletion made stale.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from surrogate.features import (
 )
 from surrogate.models import Surrogate
 from surrogate.store import load_surrogate
-from surrogate.verification import choose_and_verify, margin_for, remembered, remembered_top_k
+from surrogate.verification import choose_and_verify, margin_for, near_deletions, remembered, remembered_top_k
 
 
 class HybridScorer(Scorer):
@@ -57,6 +59,7 @@ class HybridScorer(Scorer):
         surrogate_only: bool = False,
         memory: bool = False,
         first_k: int | None = None,
+        refresh: int = 0,
         verify: Callable[..., Scorer] = PackedScorer,
         verify_attention: str = "sdpa",
         pruner_model: str | None = None,
@@ -66,7 +69,8 @@ class HybridScorer(Scorer):
         made for `pruner_model` (default: the model's name). `verify` builds the packed scorer that runs
         the base pass and verifies (with its budgets). `surrogate_only` deletes the top candidate unverified.
         `memory` carries verified residuals to later steps (fixed k only); `first_k`, what it verifies at a
-        chain's first step (None: every candidate)."""
+        chain's first step (None: every candidate); `refresh`, how many kept tokens on each side of the last
+        deletion it verifies as well."""
         super().__init__(model, objective, tokenizer)
         if k < 1:
             raise ValueError(f"shortlist size k must be at least 1, got {k}")
@@ -92,10 +96,12 @@ class HybridScorer(Scorer):
             )
         if first_k is not None and (not memory or first_k < 1):
             raise ValueError(f"scorer.first_k ({first_k}) is the first step of scorer.memory: needs memory and ≥ 1")
+        if refresh and (not memory or refresh < 0):
+            raise ValueError(f"scorer.refresh ({refresh}) renews scorer.memory: needs memory and ≥ 0")
         if surrogate_only:
             k, epsilon = 1, None
         self.remembers = memory
-        self.k, self.epsilon, self.k_max, self.first_k = k, epsilon, k_max, first_k
+        self.k, self.epsilon, self.k_max, self.first_k, self.refresh = k, epsilon, k_max, first_k, refresh
         self.margin = None if epsilon is None else margin_for(surrogate.calibration, epsilon)
         self.verify_attention = verify_attention
 
@@ -104,6 +110,7 @@ class HybridScorer(Scorer):
         policy = {"shortlist_k": self.k, "memory": self.remembers}
         if self.remembers:
             policy["first_k"] = self.first_k  # what the first step verifies (None: every candidate)
+            policy["refresh"] = self.refresh  # kept tokens each side of the last deletion, verified too
         if self.epsilon is not None:
             policy = {"epsilon": self.epsilon, "k_max": self.k_max, "margin_nats": self.margin}
         inner = {key: value for key, value in self.exact.settings().items() if key != "scorer"}
@@ -116,9 +123,18 @@ class HybridScorer(Scorer):
         return self.exact.objective(ids, prompt_len, n_reasoning)
 
     @torch.inference_mode()
-    def score(self, ids, prompt_len, n_reasoning, candidates, memory: dict[int, float] | None = None):
+    def score(
+        self,
+        ids,
+        prompt_len,
+        n_reasoning,
+        candidates,
+        memory: dict[int, float] | None = None,
+        deleted_at: list[int] | None = None,
+    ):
         """Exact scores of the verified candidates, -inf for the rest; with memory, `memory` is what the earlier
-        steps remembered (reasoning index → residual), and the result's `remember` what this one adds."""
+        steps remembered (reasoning index → residual), `deleted_at` where the last step deleted (insertion
+        points among the kept tokens), and the result's `remember` what this one adds."""
         reads_attention = any("attention" in block for block in self.blocks)
         tail = len(ids) - prompt_len - n_reasoning  # the answer segment
         recording = recording_received_attention(self.model, tail) if reads_attention else nullcontext({})
@@ -141,7 +157,11 @@ class HybridScorer(Scorer):
             calibration = self.surrogate.calibration
             if self.remembers:
                 residuals = remembered(memory or {}, candidates.tolist())  # None at a chain's first step
-                chosen = remembered_top_k(predicted.cpu(), residuals, self.k, self.first_k)
+                stale = None
+                if self.refresh and deleted_at:
+                    near = near_deletions(deleted_at, self.refresh, n_reasoning)
+                    stale = torch.nonzero(torch.isin(candidates.cpu(), near)).flatten()
+                chosen = remembered_top_k(predicted.cpu(), residuals, self.k, self.first_k, stale)
                 verified = exact(chosen)
             else:
                 chosen, verified = choose_and_verify(predicted, exact, self.k, self.margin, calibration, self.k_max)

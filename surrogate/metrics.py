@@ -17,7 +17,7 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 
 from surrogate.groups import Group
-from surrogate.verification import remembered, remembered_top_k
+from surrogate.verification import near_deletions, remembered, remembered_top_k
 
 TOP_K = (1, 2, 4, 8, 16)
 
@@ -59,7 +59,11 @@ def ranking_metrics(groups: list[Group], predictions: list[torch.Tensor], top_k=
 
 
 def carried_residual(
-    groups: list[Group], predictions: list[torch.Tensor], verified: int | None = None, first_k: int | None = None
+    groups: list[Group],
+    predictions: list[torch.Tensor],
+    verified: int | None = None,
+    first_k: int | None = None,
+    refresh: int = 0,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Each step's predictions plus the exact residuals (label − prediction) remembered from earlier steps,
     and the candidates whose residuals that step remembers.
@@ -68,7 +72,8 @@ def carried_residual(
     had verified them all. With predictions in nats (f or f_h) it bounds how well a prior that
     remembers exact scores can rank. With `verified` k, a replay of a hybrid that remembers only what
     it verifies (`remembered_top_k`: at a record's first step the top `first_k`, or every candidate;
-    then the top k of prediction plus memory). Groups come in step order, one record after another.
+    then the top k of prediction plus memory, and with `refresh` the kept tokens that near the step
+    before's deletion). Groups come in step order, one record after another, along the exact path.
     """
     carried, chosen, memory, before = [], [], {}, None
     for group, pred in zip(groups, predictions):
@@ -77,9 +82,20 @@ def carried_residual(
         kept, pred = group.kept.tolist(), pred.double()
         residuals = remembered(memory, kept)
         carried.append(pred if residuals is None else pred + residuals)
-        step = torch.arange(len(kept)) if verified is None else remembered_top_k(pred, residuals, verified, first_k)
+        if verified is None:
+            step = torch.arange(len(kept))
+        else:
+            deleted = [] if first else sorted(set(before.kept.tolist()) - set(kept))
+            stale = near_deletions(np.searchsorted(kept, deleted).tolist(), refresh, len(kept)) if refresh else None
+            step = remembered_top_k(pred, residuals, verified, first_k, stale)
         residual = (group.labels.double() - pred).tolist()
         memory.update({kept[i]: residual[i] for i in step.tolist()})
         chosen.append(step)
         before = group
     return carried, chosen
+
+
+def argmax_verified(groups: list[Group], verified: list[torch.Tensor]) -> float:
+    """Fraction of steps whose exact best score is among the candidates verified there (step agreement)."""
+    hits = [bool(g.labels[chosen].max() >= g.labels.max() - 1e-9) for g, chosen in zip(groups, verified)]
+    return sum(hits) / max(len(hits), 1)

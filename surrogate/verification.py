@@ -13,7 +13,9 @@ labelled steps (`calibrate`): the smallest margin whose simulated chance of miss
 is at most ε. ε = 0 never stops early, so with `k_max` ≥ all candidates the hybrid is exact greedy.
 
 A hybrid with memory ranks by prediction plus each candidate's remembered residual (exact − predicted,
-from the last step that verified it) and verifies the top k (`remembered_top_k`).
+from the last step that verified it) and verifies the top k (`remembered_top_k`). A deletion changes
+most the context of the tokens next to it, so their memories go stale first: with `refresh` r the
+kept tokens within r places of the last step's deletions are verified as well (`near_deletions`).
 """
 
 from __future__ import annotations
@@ -42,15 +44,27 @@ def remembered(memory: dict[int, float], keys: list[int]) -> torch.Tensor | None
     return torch.tensor([memory.get(key, offset) for key in keys], dtype=torch.float64)
 
 
+def near_deletions(deleted_at: Sequence[int], refresh: int, kept: int) -> torch.Tensor:
+    """The kept positions within `refresh` places of the deletions, each given as its insertion point among
+    the `kept` tokens now (refresh 1: the kept token on each side)."""
+    near = {i for gap in deleted_at for i in range(gap - refresh, gap + refresh) if 0 <= i < kept}
+    return torch.tensor(sorted(near), dtype=torch.long)
+
+
 def remembered_top_k(
-    predicted: torch.Tensor, residuals: torch.Tensor | None, k: int, first_k: int | None = None
+    predicted: torch.Tensor,
+    residuals: torch.Tensor | None,
+    k: int,
+    first_k: int | None = None,
+    stale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """What a hybrid with memory verifies (in index order): at a chain's first step (`residuals` None) its top
     `first_k` by prediction, or every candidate when `first_k` is None; after it, the top k of prediction
-    plus remembered residual."""
+    plus remembered residual, and the candidates `stale` names (those next to the last deletion)."""
     if residuals is None:
         return torch.arange(len(predicted)) if first_k is None else top_k(predicted, first_k)
-    return top_k(predicted + residuals, k)
+    chosen = top_k(predicted + residuals, k)
+    return chosen if stale is None or not len(stale) else torch.unique(torch.cat([chosen, stale]))
 
 
 def verify_adaptively(

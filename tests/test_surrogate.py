@@ -22,7 +22,7 @@ from surrogate.hybrid import HybridScorer
 from surrogate.metrics import carried_residual
 from surrogate.models import Surrogate
 from surrogate.store import load_surrogate
-from surrogate.verification import calibrate, margin_for, verify_adaptively
+from surrogate.verification import calibrate, margin_for, near_deletions, verify_adaptively
 
 RICH = "attention+next_attention+answer_attention+first_order+position+token_class"
 REASONINGS = ["3 + 4 = 7, so 7 pens.", "2 * 5 = 10 apples.", "9 - 3 = 6 left.", "8 / 2 = 4 each.", "1 + 1 = 2 cats."]
@@ -162,6 +162,26 @@ def test_a_replayed_first_step_can_verify_a_shortlist_and_imputes_the_mean_resid
     # candidates 2 and 3 were never verified: they carry the mean of -6 and -2
     assert torch.allclose(replay[1], torch.tensor([-2.0, 1.0, -2.0, -3.0], dtype=torch.float64))
     assert verified[1].tolist() == [0, 1]  # 1 is best; 0 and 2 tie at -2, and the lower index wins
+
+
+def test_near_deletions_names_the_kept_tokens_beside_each_gap():
+    assert near_deletions([3], 1, 6).tolist() == [2, 3]  # the kept tokens left and right of the gap
+    assert near_deletions([0, 6], 2, 6).tolist() == [0, 1, 4, 5]  # clipped to the chain
+    assert near_deletions([], 1, 6).tolist() == []
+
+
+def test_a_replayed_memory_refreshes_the_neighbours_of_the_last_deletion():
+    """With `refresh` 1, a step also verifies the kept tokens on each side of the step before's deletion."""
+    kept = [[0, 1, 2, 3, 4], [0, 1, 3, 4], [0, 1, 3, 4]]
+    prior = [torch.tensor([0.0, 0.0, 9.0, 0.0, 0.0]), torch.tensor([5.0, 0.0, 0.0, 0.0]), torch.zeros(4)]
+    groups = [
+        Group("a", step, torch.zeros(len(k), 0), p, p - 1.0, torch.tensor(k))
+        for step, (k, p) in enumerate(zip(kept, prior))
+    ]
+    _, plain = carried_residual(groups, [g.prior for g in groups], verified=1)
+    _, refreshed = carried_residual(groups, [g.prior for g in groups], verified=1, refresh=1)
+    assert plain[1].tolist() == [0] and refreshed[1].tolist() == [0, 1, 2]  # tokens 1 and 3 were next to 2
+    assert refreshed[2].tolist() == [0]  # nothing was deleted between steps 1 and 2 of this path
 
 
 def test_first_order_surrogate_is_calibrated_without_training(tmp_path, tiny_model_dir, labels):
@@ -329,6 +349,26 @@ def test_memory_verifies_the_first_step_then_k_and_resumes_the_same(tokenizer, f
     assert resumed.cost["verified_per_step"] == whole.cost["verified_per_step"]  # the memory came back too
 
 
+def test_refreshing_memory_verifies_the_neighbours_of_each_deletion(tokenizer):
+    """With refresh 1, each step after the first verifies its top k and the kept tokens beside the last deletion."""
+    model = tiny_llama(vocab_size=len(tokenizer))
+    surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "linear", residual=True)
+    chain = ("q", "a long enough chain of thought with more words", "x")
+
+    def run(refresh: int):
+        scorer = HybridScorer(model, surrogate, k=2, memory=True, first_k=2, refresh=refresh)
+        return GreedyPruner(model, tokenizer, scorer=scorer).prune(*chain, keep_fractions=[0.5]).record
+
+    plain, refreshed = run(0), run(1)
+    assert set(plain.cost["verified_per_step"]) == {2} and refreshed.cost["refresh"] == 1
+    # the top 2 and up to two neighbours (fewer where they coincide, repeat a token, or sit at an end)
+    later = refreshed.cost["verified_per_step"][1:]
+    assert refreshed.cost["verified_per_step"][0] == 2 and all(2 <= v <= 4 for v in later)
+    assert max(later) == 4 and sum(later) > 2 * len(later)
+    with pytest.raises(ValueError, match="scorer.refresh"):
+        HybridScorer(model, surrogate, refresh=1)
+
+
 @pytest.mark.parametrize("settings", [{"epsilon": 0.1}, {"surrogate_only": True}])
 def test_memory_needs_a_fixed_shortlist(settings):
     model = tiny_llama()
@@ -358,7 +398,7 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
     chains.write_text("".join(json.dumps(r) + "\n" for r in rows))
     methods = "{f_only: {surrogate: first_order, k: 1}, hybrid_k2: {k: 2}, all: {k: 1000}, adaptive: {epsilon: 0.3}, "
     methods += "memory: {k: 2, memory: true}, memory_first: {k: 2, memory: true, first_k: 2}, "
-    methods += "memory_all: {k: 1000, memory: true, first_k: 1000}}"
+    methods += "memory_all: {k: 1000, memory: true, first_k: 1000}, memory_refresh: {k: 2, memory: true, refresh: 1}}"
     cfg = compose_config(
         "+experiment=bench_hybrid", "model=hf", f"model.path={tiny_model_dir}", "data=jsonl", f"data.path={chains}",
         "data.limit=2", "data.reasoning_tokens=[5,40]", f"bench.hybrid.surrogate={tmp_path / 's.pt'}",
@@ -379,9 +419,11 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
         "memory",
         "memory_first",
         "memory_all",
+        "memory_refresh",
     }
     assert methods["memory"]["verified_per_step"] > 2  # its first step verifies every candidate
     assert methods["memory_first"]["verified_per_step"] == 2  # ... this one only its top 2
+    assert methods["memory_refresh"]["verified_per_step"] > methods["memory"]["verified_per_step"]
     assert methods["exact_packed"]["speedup_wall"] == 1.0 and methods["exact_packed"]["step_agreement"] == 1.0
     for name in ("all", "memory_all"):
         assert methods[name]["jaccard"] == {"0.9": 1.0, "0.7": 1.0, "0.5": 1.0}
@@ -413,7 +455,7 @@ def test_hybrid_pruner_from_config(tmp_path, tiny_model_dir):
     }  # fmt: skip
     remembering = load_pruner(*common, f"scorer.surrogate={tmp_path / 's.pt'}", "scorer.memory=true").scorer
     assert remembering.remembers and remembering.settings()["memory"] is True
-    assert remembering.settings()["first_k"] is None
+    assert remembering.settings()["first_k"] is None and remembering.settings()["refresh"] == 0
     shortlisted = load_pruner(
         *common, f"scorer.surrogate={tmp_path / 's.pt'}", "scorer.memory=true", "scorer.first_k=3"
     )

@@ -35,7 +35,7 @@ from src.surrogate_data import groups_of
 from src.tracking import publish, start_tracking
 from surrogate.groups import Group
 from surrogate.hybrid import HybridScorer
-from surrogate.metrics import carried_residual
+from surrogate.metrics import argmax_verified, carried_residual
 from surrogate.verification import choose_and_verify
 
 
@@ -58,15 +58,14 @@ def step_agreement(groups: list[Group], scorer: HybridScorer) -> float:
     with torch.inference_mode():
         predictions = [scorer.surrogate(g.features, g.prior).double() for g in groups]
     if scorer.remembers:
-        _, verified = carried_residual(groups, predictions, scorer.k, scorer.first_k)
+        _, verified = carried_residual(groups, predictions, scorer.k, scorer.first_k, scorer.refresh)
     else:
         calibration, verified = scorer.surrogate.calibration, []
         for g, predicted in zip(groups, predictions):
             oracle = g.labels.__getitem__
             chosen, _ = choose_and_verify(predicted, oracle, scorer.k, scorer.margin, calibration, scorer.k_max)
             verified.append(chosen)
-    hits = [bool(g.labels[chosen].max() >= g.labels.max() - 1e-9) for g, chosen in zip(groups, verified)]
-    return round(sum(hits) / max(len(hits), 1), 4)
+    return round(argmax_verified(groups, verified), 4)
 
 
 def cost_summary(records: list[PruneRecord], reference: list[PruneRecord]) -> dict:

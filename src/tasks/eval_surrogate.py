@@ -7,7 +7,8 @@ names the label sets to report apart (for example short and long chains): set na
 (`surrogate.metrics.carried_residual`): `NAME+carried` adds every candidate's exact residual of the
 step before (an oracle), and `NAME+remembered@k` (`evaluate.remember_k`) replays a hybrid that
 remembers only the k it verifies (at a record's first step every candidate, or its top
-`evaluate.remember_first_k`: then `NAME+remembered@k,first@K`).
+`evaluate.remember_first_k`: then `NAME+remembered@k,first@K`; with `evaluate.remember_refresh` R, also
+the kept tokens R places each side of the last deletion: `,refresh@R`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
 from src.api import setup_runtime
 from src.surrogate_data import feature_pruner, groups_of, labelled_records, predict
 from src.tracking import start_tracking
-from surrogate.metrics import carried_residual, ranking_metrics
+from surrogate.groups import Group
+from surrogate.metrics import argmax_verified, carried_residual, ranking_metrics
 from surrogate.models import Surrogate
 from surrogate.store import FIRST_ORDER, load_surrogate, surrogate_path
 
@@ -30,6 +33,34 @@ def evaluated(name: str, cfg: DictConfig) -> tuple[Surrogate, dict]:
     surrogate, meta = load_surrogate(name, cfg.model.path)
     where = name if name.startswith(FIRST_ORDER) else str(surrogate_path(name, cfg.model.path))
     return surrogate, {"surrogate": where, "kind": meta.get("kind")}
+
+
+def with_memory(cfg: DictConfig, groups: list[Group], predictions: list[torch.Tensor]) -> list[tuple[str, dict]]:
+    """The oracle (`carried`) and, with `evaluate.remember_k`, the replay of a remembering hybrid (`remembered@k`,
+    with `,first@K` and `,refresh@R` when set). A replay row adds `verified_per_step` and `argmax_verified`:
+    how often the step's exact best is among what the hybrid would verify (the refreshed tokens included)."""
+    rows = [("carried", "every candidate's exact residual of the step before (an oracle)", None)]
+    evaluate = cfg.evaluate
+    if k := evaluate.get("remember_k"):
+        first_k, refresh = evaluate.get("remember_first_k"), evaluate.get("remember_refresh") or 0
+        first = "every candidate" if first_k is None else f"the top {first_k}"
+        suffix = f"remembered@{k}" + ("" if first_k is None else f",first@{first_k}")
+        suffix += f",refresh@{refresh}" if refresh else ""
+        about = f"the exact residuals of the top {k} verified at each step, {first} at the first (a replay)"
+        if refresh:
+            about += f", and of the kept tokens {refresh} each side of the last deletion"
+        rows.append((suffix, about, k))
+    out = []
+    for suffix, memory, k in rows:
+        ranked, verified = carried_residual(
+            groups, predictions, k, evaluate.get("remember_first_k"), evaluate.get("remember_refresh") or 0
+        )
+        row = {"memory": memory, **ranking_metrics(groups, ranked)}
+        if k is not None:
+            row["verified_per_step"] = sum(len(chosen) for chosen in verified) / max(len(verified), 1)
+            row["argmax_verified"] = argmax_verified(groups, verified)
+        out.append((suffix, row))
+    return out
 
 
 def evaluate_set(cfg: DictConfig, labels: list[str], pruner) -> dict:
@@ -50,18 +81,7 @@ def evaluate_set(cfg: DictConfig, labels: list[str], pruner) -> dict:
         predictions = predict(surrogate, groups)
         rows[name] = {**about, **ranking_metrics(groups, predictions)}
         if name in carried:
-            memories = {"carried": (None, "every candidate's exact residual of the step before (an oracle)")}
-            if k := cfg.evaluate.get("remember_k"):
-                first_k = cfg.evaluate.get("remember_first_k")
-                first = "every candidate" if first_k is None else f"the top {first_k}"
-                memories[f"remembered@{k}" + ("" if first_k is None else f",first@{first_k}")] = (
-                    k,
-                    f"the exact residuals of the top {k} verified at each step, {first} at the first (a replay)",
-                )
-            for suffix, (k, memory) in memories.items():
-                ranked, _ = carried_residual(groups, predictions, k, cfg.evaluate.get("remember_first_k"))
-                metrics = ranking_metrics(groups, ranked)
-                rows[f"{name}+{suffix}"] = {**about, "memory": memory, **metrics}
+            rows |= {f"{name}+{suffix}": {**about, **row} for suffix, row in with_memory(cfg, groups, predictions)}
     steps = sum(len(record["step_scores"]) for record in records)
     return {"labels": labels, "records": len(records), "steps": steps, "surrogates": rows}
 
