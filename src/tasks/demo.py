@@ -34,16 +34,18 @@ def run(cfg: DictConfig) -> dict:
         print(f"\nSkipping the hybrid comparison: {err}")
         return summary
     verify = instantiate(cfg.scorer)  # the job's packed scorer, with its budgets
-    memory = settings.hybrid_memory
+    memory, refresh = settings.hybrid_memory, settings.hybrid_refresh if settings.hybrid_memory else 0
     scorer = HybridScorer(
-        model, surrogate, cfg.pruner.objective, settings.hybrid_k, memory=memory, verify=verify, tokenizer=tokenizer
-    )
+        model, surrogate, cfg.pruner.objective, settings.hybrid_k, memory=memory, refresh=refresh, verify=verify,
+        tokenizer=tokenizer,
+    )  # fmt: skip
     pruner = build_pruner(cfg, model, tokenizer, scorer=scorer)
     keep = min(cfg.pruner.prune.keep_fractions)
     config = surrogate.config
     prior = f"f_{config['horizon']}(q)" if config["horizon"] else "f(q)"
     ranking = f"{prior} + a learned residual ({config['kind']})" if config["residual"] else f"a {config['kind']}"
     remembering = ", remembering what it verified (the first step verifies all)" if memory else ""
+    remembering += f", and the {refresh} kept tokens each side of the last deletion" if refresh else ""
     print(
         f"\nHybrid: {ranking} ranks the candidates, the exact scorer verifies the top {settings.hybrid_k}{remembering}."
     )
