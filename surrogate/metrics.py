@@ -72,8 +72,8 @@ def carried_residual(
     had verified them all. With predictions in nats (f or f_h) it bounds how well a prior that
     remembers exact scores can rank. With `verified` k, a replay of a hybrid that remembers only what
     it verifies (`remembered_top_k`: at a record's first step the top `first_k`, or every candidate;
-    then the top k of prediction plus memory, and with `refresh` the kept tokens that near the step
-    before's deletion). Groups come in step order, one record after another, along the exact path.
+    then the top k of prediction plus memory, and with `refresh` the kept tokens near the deletion of the
+    step before). Groups come in step order, one record after another, along the exact path.
     """
     carried, chosen, memory, before = [], [], {}, None
     for group, pred in zip(groups, predictions):
