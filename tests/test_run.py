@@ -155,7 +155,7 @@ def test_demo_task_compares_exact_and_hybrid(tmp_path, tiny_model_dir, capsys):
     assert len(read_ids(tmp_path / "run" / "hybrid.jsonl")) == 2
     printed = capsys.readouterr().out
     assert "before:" in printed and "after:" in printed and "faster" in printed and "remembering" in printed
-    assert "kept tokens each side of the last deletion" in printed  # demo.hybrid_refresh
+    assert "the kept token on each side of the last deletion" in printed  # demo.hybrid_refresh
 
 
 def test_demo_with_every_record_skipped_skips_the_hybrid(tmp_path, tiny_model_dir, capsys):

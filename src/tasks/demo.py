@@ -45,7 +45,8 @@ def run(cfg: DictConfig) -> dict:
     prior = f"f_{config['horizon']}(q)" if config["horizon"] else "f(q)"
     ranking = f"{prior} + a learned residual ({config['kind']})" if config["residual"] else f"a {config['kind']}"
     remembering = ", remembering what it verified (the first step verifies all)" if memory else ""
-    remembering += f", and the {refresh} kept tokens each side of the last deletion" if refresh else ""
+    near = "the kept token" if refresh == 1 else f"the {refresh} kept tokens"
+    remembering += f", and {near} on each side of the last deletion" if refresh else ""
     print(
         f"\nHybrid: {ranking} ranks the candidates, the exact scorer verifies the top {settings.hybrid_k}{remembering}."
     )
