@@ -15,23 +15,23 @@ from __future__ import annotations
 import torch
 
 
+def group_sum(x: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """The sum of x over each group."""
+    return torch.zeros(n_groups, dtype=x.dtype, device=x.device).index_add_(0, group, x)
+
+
+def group_centred(x: torch.Tensor, group: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x minus its group's mean, each group's size)."""
+    count = group_sum(torch.ones_like(x), group, n_groups)
+    return x - (group_sum(x, group, n_groups) / count.clamp(min=1))[group], count
+
+
 def group_pearson(
     pred: torch.Tensor, label: torch.Tensor, group: torch.Tensor, n_groups: int, min_std: float = 1e-6
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(Pearson r per group, mask of groups whose labels vary by more than `min_std`)."""
-    pred, label = pred.double(), label.double()
-    count = torch.zeros(n_groups, dtype=torch.float64, device=pred.device).index_add_(0, group, torch.ones_like(pred))
-
-    def centred(x: torch.Tensor) -> torch.Tensor:
-        mean = torch.zeros_like(count).index_add_(0, group, x) / count.clamp(min=1)
-        return x - mean[group]
-
-    dp, dl = centred(pred), centred(label)
-
-    def per_group(x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(count).index_add_(0, group, x)
-
-    cov, var_p, var_l = per_group(dp * dl), per_group(dp * dp), per_group(dl * dl)
+    (dp, count), (dl, _) = group_centred(pred.double(), group, n_groups), group_centred(label.double(), group, n_groups)
+    cov, var_p, var_l = (group_sum(x, group, n_groups) for x in (dp * dl, dp * dp, dl * dl))
     valid = (count >= 2) & (var_l / count.clamp(min=1)).sqrt().gt(min_std)
     r = cov / (var_p.sqrt() * var_l.sqrt()).clamp(min=1e-12)
     return torch.where(valid, r, torch.zeros_like(r)), valid
@@ -39,10 +39,8 @@ def group_pearson(
 
 def group_standardise(x: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
     """x minus its group's mean, over its group's standard deviation (floored, so constant groups stay finite)."""
-    count = torch.zeros(n_groups, dtype=x.dtype, device=x.device).index_add_(0, group, torch.ones_like(x))
-    mean = torch.zeros_like(count).index_add_(0, group, x) / count.clamp(min=1)
-    centred = x - mean[group]
-    std = (torch.zeros_like(count).index_add_(0, group, centred * centred) / count.clamp(min=1)).sqrt()
+    centred, count = group_centred(x, group, n_groups)
+    std = (group_sum(centred * centred, group, n_groups) / count.clamp(min=1)).sqrt()
     return centred / std.clamp(min=1e-6)[group]
 
 
@@ -51,7 +49,7 @@ def group_log_softmax(logits: torch.Tensor, group: torch.Tensor, n_groups: int) 
     top = torch.full((n_groups,), -torch.inf, dtype=logits.dtype, device=logits.device)
     top = top.scatter_reduce(0, group, logits.detach(), reduce="amax")
     shifted = logits - top[group]
-    total = torch.zeros_like(top).index_add_(0, group, shifted.exp())
+    total = group_sum(shifted.exp(), group, n_groups)
     return shifted - total.log()[group]
 
 
@@ -62,8 +60,7 @@ def top1_divergence(
     pred, label = pred.double(), label.double()
     target = group_log_softmax(group_standardise(label, group, n_groups) / temperature, group, n_groups)
     model = group_log_softmax(group_standardise(pred, group, n_groups) / temperature, group, n_groups)
-    terms = target.exp() * (target - model)
-    return torch.zeros(n_groups, dtype=terms.dtype, device=terms.device).index_add_(0, group, terms)
+    return group_sum(target.exp() * (target - model), group, n_groups)
 
 
 def pearson_loss(

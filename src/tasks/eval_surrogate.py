@@ -40,9 +40,8 @@ def with_memory(cfg: DictConfig, groups: list[Group], predictions: list[torch.Te
     with `,first@K` and `,refresh@R` when set). A replay row adds `verified_per_step` and `argmax_verified`:
     how often the step's exact best is among what the hybrid would verify (the refreshed tokens included)."""
     rows = [("carried", "every candidate's exact residual of the step before (an oracle)", None)]
-    evaluate = cfg.evaluate
-    if k := evaluate.get("remember_k"):
-        first_k, refresh = evaluate.get("remember_first_k"), evaluate.get("remember_refresh") or 0
+    first_k, refresh = cfg.evaluate.get("remember_first_k"), cfg.evaluate.get("remember_refresh") or 0
+    if k := cfg.evaluate.get("remember_k"):
         first = "every candidate" if first_k is None else f"the top {first_k}"
         suffix = f"remembered@{k}" + ("" if first_k is None else f",first@{first_k}")
         suffix += f",refresh@{refresh}" if refresh else ""
@@ -52,9 +51,7 @@ def with_memory(cfg: DictConfig, groups: list[Group], predictions: list[torch.Te
         rows.append((suffix, about, k))
     out = []
     for suffix, memory, k in rows:
-        ranked, verified = carried_residual(
-            groups, predictions, k, evaluate.get("remember_first_k"), evaluate.get("remember_refresh") or 0
-        )
+        ranked, verified = carried_residual(groups, predictions, k, first_k, refresh)
         row = {"memory": memory, **ranking_metrics(groups, ranked)}
         if k is not None:
             row["verified_per_step"] = sum(len(chosen) for chosen in verified) / max(len(verified), 1)
