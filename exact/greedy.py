@@ -28,7 +28,7 @@ class GreedyTrace:
     forward_passes: int = 0
     wall_s: float = 0.0
     verified_per_step: list[int] = field(default_factory=list)  # candidates scored exactly in each round
-    memory: list[list[float]] = field(default_factory=list)  # a remembering scorer's [reasoning index, value] pairs
+    memory: list[list] = field(default_factory=list)  # a remembering scorer's [reasoning index, what it keeps] pairs
 
 
 def distinct_candidates(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,7 +38,7 @@ class Scores:
     passes: int
     current: float | None = None
     verified: int | None = None  # candidates scored exactly (None: all of them)
-    remember: dict[int, float] | None = None  # what a remembering scorer keeps for later rounds, by reasoning index
+    remember: dict[int, dict] | None = None  # what a remembering scorer keeps for later rounds, by reasoning index
 
 
 @dataclass

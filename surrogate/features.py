@@ -47,6 +47,20 @@ def feature_width(feature_set: str, layers: int, heads: int) -> int:
     return sum(layers * heads if "attention" in b else _WIDTHS[b] for b in feature_blocks(feature_set))
 
 
+def prior_column(feature_set: str, n_features: int) -> int | None:
+    """Where `feature_matrix` puts f_h − J (the `first_order` block's last term) in a row of `n_features`
+    numbers; None when the set has no `first_order` block."""
+    blocks = feature_blocks(feature_set)
+    if "first_order" not in blocks:
+        return None
+    attention = [b for b in blocks if "attention" in b]
+    per_head_block = (n_features - sum(_WIDTHS[b] for b in blocks if "attention" not in b)) // max(len(attention), 1)
+    column = 0
+    for block in blocks[: blocks.index("first_order")]:
+        column += per_head_block if "attention" in block else _WIDTHS[block]
+    return column + _WIDTHS["first_order"] - 1
+
+
 def feature_matrix(raw: dict[str, torch.Tensor], feature_set: str) -> torch.Tensor:
     """The surrogate's input (m, F) from raw candidate features: log attention means, the other blocks as they are."""
     columns = []

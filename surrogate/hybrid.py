@@ -18,7 +18,11 @@ prediction at later steps; a candidate never verified gets the mean remembered r
 of a chain verifies every candidate, so each starts with a residual, or with `first_k` only the
 surrogate's top `first_k` (docs/SURROGATE.md, "How much a memory of exact scores could add"). With
 `refresh` r, later steps also verify the kept tokens within r places of the last deletion, whose
-memories that deletion made stale.
+memories that deletion made stale. With `lookahead_refresh` w, the memory keeps the lookahead
+correction f_h(q) − f(q) of each candidate too, and reruns it only for the kept tokens within w places
+of the last deletion (and those never computed): a deletion far from q changes q's next h tokens'
+log-probs little, so the prior's h tokens a candidate are paid near the deletions only, while f(q)
+stays fresh from the base pass.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class HybridScorer(Scorer):
         memory: bool = False,
         first_k: int | None = None,
         refresh: int = 0,
+        lookahead_refresh: int | None = None,
         verify: Callable[..., Scorer] = PackedScorer,
         verify_attention: str = "sdpa",
         pruner_model: str | None = None,
@@ -70,7 +75,8 @@ class HybridScorer(Scorer):
         the base pass and verifies (with its budgets). `surrogate_only` deletes the top candidate unverified.
         `memory` carries verified residuals to later steps (fixed k only); `first_k`, what it verifies at a
         chain's first step (None: every candidate); `refresh`, how many kept tokens on each side of the last
-        deletion it verifies as well."""
+        deletion it verifies as well; `lookahead_refresh`, how many on each side it reruns the lookahead
+        prior for (None: every candidate at every step)."""
         super().__init__(model, objective, tokenizer)
         if k < 1:
             raise ValueError(f"shortlist size k must be at least 1, got {k}")
@@ -98,10 +104,16 @@ class HybridScorer(Scorer):
             raise ValueError(f"scorer.first_k ({first_k}) is the first step of scorer.memory: needs memory and ≥ 1")
         if refresh and (not memory or refresh < 0):
             raise ValueError(f"scorer.refresh ({refresh}) renews scorer.memory: needs memory and ≥ 0")
+        if lookahead_refresh is not None and (not memory or not surrogate.config["horizon"] or lookahead_refresh < 0):
+            raise ValueError(
+                f"scorer.lookahead_refresh ({lookahead_refresh}) remembers a lookahead prior: needs scorer.memory, "
+                f"a surrogate with a horizon (this one has {surrogate.config['horizon']}) and ≥ 0"
+            )
         if surrogate_only:
             k, epsilon = 1, None
         self.remembers = memory
         self.k, self.epsilon, self.k_max, self.first_k, self.refresh = k, epsilon, k_max, first_k, refresh
+        self.lookahead_refresh = lookahead_refresh
         self.margin = None if epsilon is None else margin_for(surrogate.calibration, epsilon)
         self.verify_attention = verify_attention
 
@@ -111,6 +123,7 @@ class HybridScorer(Scorer):
         if self.remembers:
             policy["first_k"] = self.first_k  # what the first step verifies (None: every candidate)
             policy["refresh"] = self.refresh  # kept tokens each side of the last deletion, verified too
+            policy["lookahead_refresh"] = self.lookahead_refresh  # … whose lookahead prior is rerun (None: all)
         if self.epsilon is not None:
             policy = {"epsilon": self.epsilon, "k_max": self.k_max, "margin_nats": self.margin}
         inner = {key: value for key, value in self.exact.settings().items() if key != "scorer"}
@@ -129,18 +142,20 @@ class HybridScorer(Scorer):
         prompt_len,
         n_reasoning,
         candidates,
-        memory: dict[int, float] | None = None,
+        memory: dict[int, dict[str, float]] | None = None,
         deleted_at: list[int] | None = None,
     ):
         """Exact scores of the verified candidates, -inf for the rest; with memory, `memory` is what the earlier
-        steps remembered (reasoning index → residual), `deleted_at` where the last step deleted (insertion
-        points among the kept tokens), and the result's `remember` what this one adds."""
+        steps remembered (reasoning index → {"residual": exact − predicted, "lookahead": f_h − f}),
+        `deleted_at` where the last step deleted (insertion points among the kept tokens), and the result's
+        `remember` what this one changes."""
         reads_attention = any("attention" in block for block in self.blocks)
         tail = len(ids) - prompt_len - n_reasoning  # the answer segment
         recording = recording_received_attention(self.model, tail) if reads_attention else nullcontext({})
         with recording as store:
             base = self.exact.base_pass(ids, prompt_len, n_reasoning, splittable=not reads_attention)
         cost = {"tokens": base.tokens, "passes": base.passes}
+        memory, deleted_at = memory or {}, deleted_at or []
 
         def exact(chosen: torch.Tensor, horizon: int | None = None) -> torch.Tensor:
             scores = self.exact.score_from(base, candidates[chosen], horizon)
@@ -149,14 +164,14 @@ class HybridScorer(Scorer):
             return scores.values
 
         with attention_implementation(self.model, self.verify_attention):
-            horizon = self.surrogate.config["horizon"]
-            prior = exact(torch.arange(len(candidates)), horizon) if horizon else None
+            prior, lookahead = self.prior(base, candidates, n_reasoning, memory, deleted_at, exact)
             raw = candidate_features(store, base, n_reasoning, candidates, self.blocks, self.classes, prior)
             del store
             predicted = self.surrogate(feature_matrix(raw, self.surrogate.feature_set), raw["prior"]).double()
             calibration = self.surrogate.calibration
             if self.remembers:
-                residuals = remembered(memory or {}, candidates.tolist())  # None at a chain's first step
+                known = {j: value["residual"] for j, value in memory.items() if "residual" in value}
+                residuals = remembered(known, candidates.tolist())  # None at a chain's first step
                 stale = None
                 if self.refresh and deleted_at:
                     near = near_deletions(deleted_at, self.refresh, n_reasoning)
@@ -170,7 +185,39 @@ class HybridScorer(Scorer):
         remember = None
         if self.remembers:
             residuals = (verified.double().cpu() - predicted.cpu()[chosen]).tolist()
-            remember = {int(candidates[i]): r for i, r in zip(chosen.tolist(), residuals)}
+            learned = {int(candidates[i]): {"residual": r} for i, r in zip(chosen.tolist(), residuals)}
+            for j, correction in lookahead.items():
+                learned.setdefault(j, {})["lookahead"] = correction
+            remember = {j: {**memory.get(j, {}), **value} for j, value in learned.items()}
         return Scores(
             values, cost["tokens"], cost["passes"], current=base.objective, verified=len(chosen), remember=remember
         )
+
+    def prior(
+        self,
+        base,
+        candidates: torch.Tensor,
+        n_reasoning: int,
+        memory: dict[int, dict[str, float]],
+        deleted_at: list[int],
+        exact: Callable[[torch.Tensor, int], torch.Tensor],
+    ) -> tuple[torch.Tensor | None, dict[int, float]]:
+        """The candidates' lookahead prior f_h (None without a horizon: candidate_features takes f), and the
+        corrections f_h − f this step computed, by reasoning index, for the memory to keep.
+
+        With `lookahead_refresh` w, a remembered correction is reused unless its token is within w places of
+        the last deletion; f itself is always this step's (the base pass gives it for free)."""
+        horizon = self.surrogate.config["horizon"]
+        if not horizon:
+            return None, {}
+        if self.lookahead_refresh is None:
+            return exact(torch.arange(len(candidates)), horizon), {}
+        first = base.first_order(candidates).double().cpu()
+        known = {j: value["lookahead"] for j, value in memory.items() if "lookahead" in value}
+        near = set(near_deletions(deleted_at, self.lookahead_refresh, n_reasoning).tolist())
+        keys = candidates.tolist()
+        fresh = torch.tensor([i for i, j in enumerate(keys) if j not in known or j in near], dtype=torch.long)
+        correction = torch.tensor([known.get(j, 0.0) for j in keys], dtype=torch.float64)
+        if len(fresh):
+            correction[fresh] = exact(fresh, horizon).double().cpu() - first[fresh]
+        return first + correction, {keys[i]: float(correction[i]) for i in fresh.tolist()}

@@ -1,5 +1,6 @@
 """How well a surrogate ranks candidates: per-step Pearson and Spearman, pooled Pearson, top-k recall of the argmax;
-and `carried_residual`: what remembering exact scores across steps could add (an oracle, and a replay of the hybrid).
+`carried_residual`: what remembering exact scores across steps could add (an oracle, and a replay of the hybrid);
+and `remembered_lookahead`: the steps as a hybrid that remembers its lookahead prior sees them.
 
 The headline is the per-step Pearson: the mean over steps of the correlation within one step, which
 is what the loss trains and what a pruner needs. `pooled_pearson` pools every step of a record
@@ -18,6 +19,21 @@ from scipy.stats import pearsonr, spearmanr
 
 from surrogate.groups import Group
 from surrogate.verification import near_deletions, remembered, remembered_top_k
+
+
+def _first_steps(groups: list[Group]) -> list[bool]:
+    """Whether each group starts a record's run of consecutive steps (groups come in step order)."""
+    return [
+        i == 0 or groups[i - 1].record_id != group.record_id or groups[i - 1].step != group.step - 1
+        for i, group in enumerate(groups)
+    ]
+
+
+def _deleted_at(before: Group, group: Group) -> list[int]:
+    """Where the step before deleted: insertion points among the kept tokens of `group`."""
+    kept = group.kept.tolist()
+    return np.searchsorted(kept, sorted(set(before.kept.tolist()) - set(kept))).tolist()
+
 
 TOP_K = (1, 2, 4, 8, 16)
 
@@ -75,9 +91,8 @@ def carried_residual(
     then the top k of prediction plus memory, and with `refresh` the kept tokens near the deletion of the
     step before). Groups come in step order, one record after another, along the exact path.
     """
-    carried, chosen, memory, before = [], [], {}, None
-    for group, pred in zip(groups, predictions):
-        first = before is None or before.record_id != group.record_id or before.step != group.step - 1
+    carried, chosen, memory = [], [], {}
+    for i, (group, pred, first) in enumerate(zip(groups, predictions, _first_steps(groups))):
         memory = {} if first else memory
         kept, pred = group.kept.tolist(), pred.double()
         residuals = remembered(memory, kept)
@@ -85,14 +100,45 @@ def carried_residual(
         if verified is None:
             step = torch.arange(len(kept))
         else:
-            deleted = [] if first else sorted(set(before.kept.tolist()) - set(kept))
-            stale = near_deletions(np.searchsorted(kept, deleted).tolist(), refresh, len(kept)) if refresh else None
+            deleted_at = [] if first else _deleted_at(groups[i - 1], group)
+            stale = near_deletions(deleted_at, refresh, len(kept)) if refresh else None
             step = remembered_top_k(pred, residuals, verified, first_k, stale)
         residual = (group.labels.double() - pred).tolist()
-        memory.update({kept[i]: residual[i] for i in step.tolist()})
+        memory.update({kept[j]: residual[j] for j in step.tolist()})
         chosen.append(step)
-        before = group
     return carried, chosen
+
+
+def remembered_lookahead(
+    groups: list[Group], first_order: list[Group], window: int, prior_column: int | None
+) -> tuple[list[Group], list[int]]:
+    """The steps of `groups` (priors f_h) as a hybrid with `lookahead_refresh` `window` sees them, and how many
+    candidates each step reruns the lookahead for.
+
+    Its prior is this step's f (the priors of `first_order`, the same steps at horizon 0) plus the
+    correction f_h − f remembered from the last step that computed it: at a record's first step every
+    candidate's, later only those within `window` places of the last deletion. `prior_column` is where
+    the features hold f_h − J (`features.prior_column`), shifted with the prior.
+    """
+    out, reran, memory = [], [], {}
+    for i, (group, base, first) in enumerate(zip(groups, first_order, _first_steps(groups))):
+        if (base.record_id, base.step) != (group.record_id, group.step) or not torch.equal(base.kept, group.kept):
+            raise ValueError(f"record {group.record_id!r} step {group.step}: the horizon-0 steps do not match")
+        kept = group.kept.tolist()
+        correction = (group.prior - base.prior).tolist()
+        if first:
+            memory, fresh = {}, range(len(kept))
+        else:
+            fresh = near_deletions(_deleted_at(groups[i - 1], group), window, len(kept)).tolist()
+            fresh = sorted(set(fresh) | {j for j, key in enumerate(kept) if key not in memory})
+        memory.update({kept[j]: correction[j] for j in fresh})
+        prior = base.prior + torch.tensor([memory[key] for key in kept], dtype=torch.float64)
+        features = group.features.clone()
+        if prior_column is not None:
+            features[:, prior_column] += (prior - group.prior).float()
+        out.append(Group(group.record_id, group.step, features, prior, group.labels, group.kept))
+        reran.append(len(fresh))
+    return out, reran
 
 
 def argmax_verified(groups: list[Group], verified: list[torch.Tensor]) -> float:

@@ -15,6 +15,7 @@ from surrogate.features import (
     feature_blocks,
     feature_matrix,
     feature_width,
+    prior_column,
     recording_received_attention,
     token_class_table,
 )
@@ -98,6 +99,10 @@ def test_first_order_position_and_class_features(tokenizer):
     matrix = feature_matrix(raw, "+".join(BLOCKS))
     assert matrix.shape == (6, feature_width("+".join(BLOCKS), 2, 4)) == (6, 3 * 8 + 6 + 1 + 2 + len(TOKEN_CLASSES))
     assert feature_matrix(raw, "").shape == (6, 0)
+    for feature_set in ("+".join(BLOCKS), "attention+first_order", "first_order+position"):
+        matrix, column = feature_matrix(raw, feature_set), prior_column(feature_set, feature_width(feature_set, 2, 4))
+        assert torch.allclose(matrix[:, column].double(), raw["prior"] - base.objective, atol=1e-4)
+    assert prior_column("attention+position", feature_width("attention+position", 2, 4)) is None
 
 
 @pytest.mark.parametrize("objective", ["joint", "answer"])

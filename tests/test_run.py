@@ -140,7 +140,8 @@ def demo_config(tmp_path: Path, tiny_model_dir: str, max_reasoning_tokens: int):
     from surrogate.models import Surrogate
 
     model = tiny_llama()
-    surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "linear")
+    n_features = model.config.num_hidden_layers * model.config.num_attention_heads
+    surrogate = Surrogate(n_features, "linear", residual=True, horizon=2)
     surrogate.save(tmp_path / "s.pt", meta={"pruner": tiny_model_dir})
     return compose_config(
         "+experiment=demo", "model=hf", f"model.path={tiny_model_dir}", "data.limit=2", "logger=none",
@@ -156,6 +157,7 @@ def test_demo_task_compares_exact_and_hybrid(tmp_path, tiny_model_dir, capsys):
     printed = capsys.readouterr().out
     assert "before:" in printed and "after:" in printed and "faster" in printed and "remembering" in printed
     assert "the kept token on each side of the last deletion" in printed  # demo.hybrid_refresh
+    assert "reruns f_2(q) only within 6 places of the last deletion" in printed  # demo.hybrid_lookahead_refresh
 
 
 def test_demo_with_every_record_skipped_skips_the_hybrid(tmp_path, tiny_model_dir, capsys):

@@ -19,7 +19,7 @@ from src.api import compose_config
 from src.run import run_task
 from surrogate.groups import Group
 from surrogate.hybrid import HybridScorer
-from surrogate.metrics import carried_residual
+from surrogate.metrics import carried_residual, remembered_lookahead
 from surrogate.models import Surrogate
 from surrogate.store import load_surrogate
 from surrogate.verification import calibrate, margin_for, near_deletions, verify_adaptively
@@ -90,6 +90,7 @@ def test_train_and_evaluate_a_surrogate(tmp_path, tiny_model_dir, labels, kind, 
             f"+evaluate.labels={{held_out: [{labels}]}}",
             "evaluate.carried=[trained,lookahead]",
             "evaluate.remember_first_k=2",
+            "evaluate.remember_lookahead=1",
             f"output_dir={tmp_path / 'eval'}",
         )  # fmt: skip
     )["sets"]
@@ -99,7 +100,11 @@ def test_train_and_evaluate_a_surrogate(tmp_path, tiny_model_dir, labels, kind, 
     memories = {
         f"{name}+{memory}" for name in ("trained", "lookahead") for memory in ("carried", "remembered@8,first@2")
     }
-    assert set(evaluated["surrogates"]) == {"first_order", "trained", "lookahead"} | memories
+    lookahead = {"lookahead+remembered@8,first@2,lookahead@1"} | (
+        {"trained+remembered@8,first@2,lookahead@1"} if residual else set()  # only a surrogate with a horizon
+    )
+    assert set(evaluated["surrogates"]) == {"first_order", "trained", "lookahead"} | memories | lookahead
+    assert all(0 < evaluated["surrogates"][name]["lookahead_per_step"] for name in lookahead)
     assert all("memory" in evaluated["surrogates"][name] for name in memories)
     assert evaluated["surrogates"]["lookahead"]["horizon"] == 3 and evaluated["surrogates"]["trained"]["horizon"] == (
         2 if residual else 0
@@ -182,6 +187,30 @@ def test_a_replayed_memory_refreshes_the_neighbours_of_the_last_deletion():
     _, refreshed = carried_residual(groups, [g.prior for g in groups], verified=1, refresh=1)
     assert plain[1].tolist() == [0] and refreshed[1].tolist() == [0, 1, 2]  # tokens 1 and 3 were next to 2
     assert refreshed[2].tolist() == [0]  # nothing was deleted between steps 1 and 2 of this path
+
+
+def test_a_replayed_lookahead_memory_reruns_only_near_the_last_deletion():
+    """The replayed prior is this step's f plus the f_h − f remembered from the step that last computed it."""
+    kept = [[0, 1, 2, 3, 4, 5], [0, 1, 2, 4, 5], [0, 2, 4, 5]]
+    first_order = [torch.arange(len(k), dtype=torch.float64) for k in kept]  # f
+    correction = [torch.tensor([10.0 * (step + 1) + q for q in k]) for step, k in enumerate(kept)]  # f_h − f
+    lookahead = [f + c for f, c in zip(first_order, correction)]
+
+    def group(step, prior, features):
+        return Group("a", step, features, prior, torch.zeros(len(kept[step])), torch.tensor(kept[step]))
+
+    features = [(p - 100.0).float().reshape(-1, 1) for p in lookahead]  # one column: f_h − J, with J = 100
+    horizon = [group(step, p, f) for step, (p, f) in enumerate(zip(lookahead, features))]
+    base = [group(step, p, torch.zeros(len(p), 1)) for step, p in enumerate(first_order)]
+    every, reran = remembered_lookahead(horizon, base, window=10, prior_column=0)
+    assert all(torch.equal(r.prior, g.prior) for r, g in zip(every, horizon)) and reran == [6, 5, 4]
+    near, reran = remembered_lookahead(horizon, base, window=1, prior_column=0)
+    assert reran == [6, 2, 2]  # step 1: the kept tokens 2 and 4 beside deleted 3; step 2: 0 and 2 beside 1
+    # step 2 kept [0, 2, 4, 5]: 0 and 2 rerun (correction 30 + q), 4 from step 1 (20 + 4), 5 from step 0 (10 + 5)
+    assert near[2].prior.tolist() == [0 + 30, 1 + 32, 2 + 24, 3 + 15]
+    assert torch.allclose(near[2].features[:, 0].double(), near[2].prior - 100.0)  # the column moved with it
+    with pytest.raises(ValueError, match="horizon-0 steps do not match"):
+        remembered_lookahead(horizon, base[::-1], window=1, prior_column=0)
 
 
 def test_first_order_surrogate_is_calibrated_without_training(tmp_path, tiny_model_dir, labels):
@@ -369,6 +398,34 @@ def test_refreshing_memory_verifies_the_neighbours_of_each_deletion(tokenizer):
         HybridScorer(model, surrogate, refresh=1)
 
 
+def test_a_remembered_lookahead_reruns_only_near_the_last_deletion_and_stays_exact_at_k_all(tokenizer):
+    """k = all with memory is exact greedy whatever the prior; remembering the lookahead makes it cheaper."""
+    model = tiny_llama(vocab_size=len(tokenizer))
+    n_features = model.config.num_hidden_layers * model.config.num_attention_heads
+    surrogate = Surrogate(n_features, "linear", residual=True, horizon=3)
+    chain = ("How many?", "12 + 30 = 42 apples in all, so forty-two.", "42")
+    exact = GreedyPruner(model, tokenizer, scorer=PackedScorer(model)).prune(*chain, keep_fractions=[0.5]).record
+
+    def run(lookahead_refresh):
+        scorer = HybridScorer(model, surrogate, k=10_000, memory=True, lookahead_refresh=lookahead_refresh)
+        return GreedyPruner(model, tokenizer, scorer=scorer).prune(*chain, keep_fractions=[0.5]).record
+
+    every, near = run(None), run(1)
+    assert every.deletion_order == near.deletion_order == exact.deletion_order
+    assert near.cost["lookahead_refresh"] == 1 and every.cost["lookahead_refresh"] is None
+    steps = len(exact.deletion_order) - 1  # steps after the first, which rerun the prior only near the deletion
+    assert near.cost["tokens_processed"] < every.cost["tokens_processed"] - steps * 3  # ≥ one candidate of 3 saved
+
+
+@pytest.mark.parametrize("settings", [{}, {"memory": True, "horizon": 0}, {"memory": True, "lookahead_refresh": -1}])
+def test_a_remembered_lookahead_needs_memory_and_a_horizon(settings):
+    model = tiny_llama()
+    n_features = model.config.num_hidden_layers * model.config.num_attention_heads
+    surrogate = Surrogate(n_features, "linear", residual=True, horizon=settings.pop("horizon", 2))
+    with pytest.raises(ValueError, match="scorer.lookahead_refresh"):
+        HybridScorer(model, surrogate, **{"lookahead_refresh": 1, **settings})
+
+
 @pytest.mark.parametrize("settings", [{"epsilon": 0.1}, {"surrogate_only": True}])
 def test_memory_needs_a_fixed_shortlist(settings):
     model = tiny_llama()
@@ -398,7 +455,8 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
     chains.write_text("".join(json.dumps(r) + "\n" for r in rows))
     methods = "{f_only: {surrogate: first_order, k: 1}, hybrid_k2: {k: 2}, all: {k: 1000}, adaptive: {epsilon: 0.3}, "
     methods += "memory: {k: 2, memory: true}, memory_first: {k: 2, memory: true, first_k: 2}, "
-    methods += "memory_all: {k: 1000, memory: true, first_k: 1000}, memory_refresh: {k: 2, memory: true, refresh: 1}}"
+    methods += "memory_all: {k: 1000, memory: true, first_k: 1000}, memory_refresh: {k: 2, memory: true, refresh: 1}, "
+    methods += "lookahead_all: {surrogate: first_order@2, k: 1000, memory: true, lookahead_refresh: 1}}"
     cfg = compose_config(
         "+experiment=bench_hybrid", "model=hf", f"model.path={tiny_model_dir}", "data=jsonl", f"data.path={chains}",
         "data.limit=2", "data.reasoning_tokens=[5,40]", f"bench.hybrid.surrogate={tmp_path / 's.pt'}",
@@ -420,12 +478,13 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
         "memory_first",
         "memory_all",
         "memory_refresh",
+        "lookahead_all",
     }
     assert methods["memory"]["verified_per_step"] > 2  # its first step verifies every candidate
     assert methods["memory_first"]["verified_per_step"] == 2  # ... this one only its top 2
     assert methods["memory_refresh"]["verified_per_step"] > methods["memory"]["verified_per_step"]
     assert methods["exact_packed"]["speedup_wall"] == 1.0 and methods["exact_packed"]["step_agreement"] == 1.0
-    for name in ("all", "memory_all"):
+    for name in ("all", "memory_all", "lookahead_all"):
         assert methods[name]["jaccard"] == {"0.9": 1.0, "0.7": 1.0, "0.5": 1.0}
         assert methods[name]["step_agreement"] == 1.0 and abs(methods[name]["final_objective_gap_nats"]) < 1e-4
     assert methods["hybrid_k2"]["tokens_processed"] < methods["exact_packed"]["tokens_processed"]

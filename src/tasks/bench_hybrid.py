@@ -33,9 +33,10 @@ from src.api import build_pruner, select_chains, setup_runtime
 from src.models import load_model
 from src.surrogate_data import groups_of
 from src.tracking import publish, start_tracking
+from surrogate.features import prior_column
 from surrogate.groups import Group
 from surrogate.hybrid import HybridScorer
-from surrogate.metrics import argmax_verified, carried_residual
+from surrogate.metrics import argmax_verified, carried_residual, remembered_lookahead
 from surrogate.verification import choose_and_verify
 
 
@@ -54,7 +55,8 @@ def objective_at(record: PruneRecord, keep: float) -> float:
 
 def step_agreement(groups: list[Group], scorer: HybridScorer) -> float:
     """Fraction of exact-path steps whose exact best score is among the candidates `scorer` would verify there
-    (adaptive verification with the exact scores as its oracle; with memory, a replay of what it remembers)."""
+    (adaptive verification with the exact scores as its oracle; with memory, a replay of what it remembers, on
+    the groups as it sees them: `remembered_lookahead`'s when it remembers its lookahead prior)."""
     with torch.inference_mode():
         predictions = [scorer.surrogate(g.features, g.prior).double() for g in groups]
     if scorer.remembers:
@@ -118,12 +120,20 @@ class Methods:
         """Step agreement of every method along the exact path of `reference` (features cached on disk)."""
         records = [r.to_json() for r in reference]
         result, groups = {}, {}
+
+        def steps(feature_set: str, horizon: int) -> list[Group]:
+            if (feature_set, horizon) not in groups:
+                groups[feature_set, horizon] = groups_of(self.cfg, records, feature_set, horizon, pruner=exact)
+            return groups[feature_set, horizon]
+
         for name, pruner in self.pruners.items():
-            surrogate = pruner.scorer.surrogate
-            key = (surrogate.feature_set, surrogate.config["horizon"])
-            if key not in groups:
-                groups[key] = groups_of(self.cfg, records, *key, pruner=exact)
-            result[name] = step_agreement(groups[key], pruner.scorer)
+            scorer = pruner.scorer
+            feature_set, horizon = scorer.surrogate.feature_set, scorer.surrogate.config["horizon"]
+            seen = steps(feature_set, horizon)
+            if scorer.remembers and scorer.lookahead_refresh is not None:  # its prior, as it remembers it
+                column = prior_column(feature_set, scorer.surrogate.config["n_features"])
+                seen, _ = remembered_lookahead(seen, steps(feature_set, 0), scorer.lookahead_refresh, column)
+            result[name] = step_agreement(seen, scorer)
         return result
 
 

@@ -35,9 +35,10 @@ def run(cfg: DictConfig) -> dict:
         return summary
     verify = instantiate(cfg.scorer)  # the job's packed scorer, with its budgets
     memory, refresh = settings.hybrid_memory, settings.hybrid_refresh if settings.hybrid_memory else 0
+    lookahead = settings.hybrid_lookahead_refresh if memory and surrogate.config["horizon"] else None
     scorer = HybridScorer(
-        model, surrogate, cfg.pruner.objective, settings.hybrid_k, memory=memory, refresh=refresh, verify=verify,
-        tokenizer=tokenizer,
+        model, surrogate, cfg.pruner.objective, settings.hybrid_k, memory=memory, refresh=refresh,
+        lookahead_refresh=lookahead, verify=verify, tokenizer=tokenizer,
     )  # fmt: skip
     pruner = build_pruner(cfg, model, tokenizer, scorer=scorer)
     keep = min(cfg.pruner.prune.keep_fractions)
@@ -47,6 +48,9 @@ def run(cfg: DictConfig) -> dict:
     remembering = ", remembering what it verified (the first step verifies all)" if memory else ""
     near = "the kept token" if refresh == 1 else f"the {refresh} kept tokens"
     remembering += f", and {near} on each side of the last deletion" if refresh else ""
+    remembering += (
+        f"; it reruns {prior} only within {lookahead} places of the last deletion" if lookahead is not None else ""
+    )
     print(
         f"\nHybrid: {ranking} ranks the candidates, the exact scorer verifies the top {settings.hybrid_k}{remembering}."
     )

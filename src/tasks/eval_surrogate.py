@@ -8,7 +8,10 @@ names the label sets to report apart (for example short and long chains): set na
 step before (an oracle), and `NAME+remembered@k` (`evaluate.remember_k`) replays a hybrid that
 remembers only the k it verifies (at a record's first step every candidate, or its top
 `evaluate.remember_first_k`: then `NAME+remembered@k,first@K`; with `evaluate.remember_refresh` R, also
-the kept tokens R places each side of the last deletion: `,refresh@R`).
+the kept tokens R places each side of the last deletion: `,refresh@R`). With `evaluate.remember_lookahead`
+W, a surrogate with a horizon is replayed again with its lookahead prior remembered and rerun only
+within W places of the last deletion (`scorer.lookahead_refresh`): `,lookahead@W`, which also reports
+`lookahead_per_step`, the candidates whose lookahead a step reruns.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from omegaconf import DictConfig
 from src.api import setup_runtime
 from src.surrogate_data import feature_pruner, groups_of, labelled_records, predict
 from src.tracking import start_tracking
+from surrogate.features import prior_column
 from surrogate.groups import Group
-from surrogate.metrics import argmax_verified, carried_residual, ranking_metrics
+from surrogate.metrics import argmax_verified, carried_residual, ranking_metrics, remembered_lookahead
 from surrogate.models import Surrogate
 from surrogate.store import FIRST_ORDER, load_surrogate, surrogate_path
 
@@ -35,11 +39,14 @@ def evaluated(name: str, cfg: DictConfig) -> tuple[Surrogate, dict]:
     return surrogate, {"surrogate": where, "kind": meta.get("kind")}
 
 
-def with_memory(cfg: DictConfig, groups: list[Group], predictions: list[torch.Tensor]) -> list[tuple[str, dict]]:
-    """The oracle (`carried`) and, with `evaluate.remember_k`, the replay of a remembering hybrid (`remembered@k`,
-    with `,first@K` and `,refresh@R` when set). A replay row adds `verified_per_step` and `argmax_verified`:
-    how often the step's exact best is among what the hybrid would verify (the refreshed tokens included)."""
-    rows = [("carried", "every candidate's exact residual of the step before (an oracle)", None)]
+def with_memory(
+    cfg: DictConfig, groups: list[Group], predictions: list[torch.Tensor], oracle: bool = True
+) -> list[tuple[str, dict]]:
+    """The oracle (`carried`, unless `oracle` is false) and, with `evaluate.remember_k`, the replay of a remembering
+    hybrid (`remembered@k`, with `,first@K` and `,refresh@R` when set). A replay row adds `verified_per_step` and
+    `argmax_verified`: how often the step's exact best is among what the hybrid would verify (the refreshed
+    tokens included)."""
+    rows = [("carried", "every candidate's exact residual of the step before (an oracle)", None)] if oracle else []
     first_k, refresh = cfg.evaluate.get("remember_first_k"), cfg.evaluate.get("remember_refresh") or 0
     if k := cfg.evaluate.get("remember_k"):
         first = "every candidate" if first_k is None else f"the top {first_k}"
@@ -79,6 +86,14 @@ def evaluate_set(cfg: DictConfig, labels: list[str], pruner) -> dict:
         rows[name] = {**about, **ranking_metrics(groups, predictions)}
         if name in carried:
             rows |= {f"{name}+{suffix}": {**about, **row} for suffix, row in with_memory(cfg, groups, predictions)}
+        window = cfg.evaluate.get("remember_lookahead")
+        if name in carried and window is not None and surrogate.config["horizon"]:
+            first_order = groups_of(cfg, records, surrogate.feature_set, 0, pruner)
+            column = prior_column(surrogate.feature_set, surrogate.config["n_features"])
+            replayed, reran = remembered_lookahead(groups, first_order, window, column)
+            about_lookahead = {**about, "lookahead_per_step": sum(reran) / max(len(reran), 1)}
+            for suffix, row in with_memory(cfg, replayed, predict(surrogate, replayed), oracle=False):
+                rows[f"{name}+{suffix},lookahead@{window}"] = {**about_lookahead, **row}
     steps = sum(len(record["step_scores"]) for record in records)
     return {"labels": labels, "records": len(records), "steps": steps, "surrogates": rows}
 
