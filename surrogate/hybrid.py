@@ -44,7 +44,14 @@ from surrogate.features import (
 )
 from surrogate.models import Surrogate
 from surrogate.store import load_surrogate
-from surrogate.verification import choose_and_verify, margin_for, near_deletions, remembered, remembered_top_k
+from surrogate.verification import (
+    choose_and_verify,
+    lookahead_to_rerun,
+    margin_for,
+    near_deletions,
+    remembered,
+    remembered_top_k,
+)
 
 
 class HybridScorer(Scorer):
@@ -214,9 +221,9 @@ class HybridScorer(Scorer):
             return exact(torch.arange(len(candidates)), horizon), {}
         first = base.first_order(candidates).double().cpu()
         known = {j: value["lookahead"] for j, value in memory.items() if "lookahead" in value}
-        near = set(near_deletions(deleted_at, self.lookahead_refresh, n_reasoning).tolist())
         keys = candidates.tolist()
-        fresh = torch.tensor([i for i, j in enumerate(keys) if j not in known or j in near], dtype=torch.long)
+        fresh = lookahead_to_rerun(keys, known, deleted_at, self.lookahead_refresh, n_reasoning)
+        fresh = torch.tensor(fresh, dtype=torch.long)
         correction = torch.tensor([known.get(j, 0.0) for j in keys], dtype=torch.float64)
         if len(fresh):
             correction[fresh] = exact(fresh, horizon).double().cpu() - first[fresh]

@@ -18,7 +18,7 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 
 from surrogate.groups import Group
-from surrogate.verification import near_deletions, remembered, remembered_top_k
+from surrogate.verification import lookahead_to_rerun, near_deletions, remembered, remembered_top_k
 
 
 def _first_steps(groups: list[Group]) -> list[bool]:
@@ -126,11 +126,10 @@ def remembered_lookahead(
             raise ValueError(f"record {group.record_id!r} step {group.step}: the horizon-0 steps do not match")
         kept = group.kept.tolist()
         correction = (group.prior - base.prior).tolist()
-        if first:
-            memory, fresh = {}, range(len(kept))
-        else:
-            fresh = near_deletions(_deleted_at(groups[i - 1], group), window, len(kept)).tolist()
-            fresh = sorted(set(fresh) | {j for j, key in enumerate(kept) if key not in memory})
+        memory = {} if first else memory
+        deleted_at = [] if first else _deleted_at(groups[i - 1], group)
+        known = {j for j, key in enumerate(kept) if key in memory}
+        fresh = lookahead_to_rerun(range(len(kept)), known, deleted_at, window, len(kept))
         memory.update({kept[j]: correction[j] for j in fresh})
         prior = base.prior + torch.tensor([memory[key] for key in kept], dtype=torch.float64)
         features = group.features.clone()

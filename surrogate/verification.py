@@ -16,12 +16,14 @@ A hybrid with memory ranks by prediction plus each candidate's remembered residu
 from the last step that verified it) and verifies the top k (`remembered_top_k`). A deletion changes
 most the context of the tokens next to it, so their memories go stale first: with `refresh` r the
 kept tokens within r places of the last step's deletions are verified as well (`near_deletions`).
+The same holds for the remembered lookahead correction f_h − f: it is rerun only near the last
+deletion, and for candidates never computed (`lookahead_to_rerun`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 
 import numpy as np
 import torch
@@ -49,6 +51,16 @@ def near_deletions(deleted_at: Sequence[int], refresh: int, kept: int) -> torch.
     the `kept` tokens now (refresh 1: the kept token on each side)."""
     near = {i for gap in deleted_at for i in range(gap - refresh, gap + refresh) if 0 <= i < kept}
     return torch.tensor(sorted(near), dtype=torch.long)
+
+
+def lookahead_to_rerun(
+    positions: Sequence[int], known: Container[int], deleted_at: Sequence[int], window: int, kept: int
+) -> list[int]:
+    """Indices into `positions` (candidates' places among the `kept` tokens) whose lookahead correction a hybrid
+    with `lookahead_refresh` `window` reruns: those it has none remembered for (`known` holds the places it
+    has), and those within `window` places of the last deletion."""
+    near = set(near_deletions(deleted_at, window, kept).tolist())
+    return [i for i, place in enumerate(positions) if place not in known or place in near]
 
 
 def remembered_top_k(

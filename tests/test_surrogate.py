@@ -22,7 +22,7 @@ from surrogate.hybrid import HybridScorer
 from surrogate.metrics import carried_residual, remembered_lookahead
 from surrogate.models import Surrogate
 from surrogate.store import load_surrogate
-from surrogate.verification import calibrate, margin_for, near_deletions, verify_adaptively
+from surrogate.verification import calibrate, lookahead_to_rerun, margin_for, near_deletions, verify_adaptively
 
 RICH = "attention+next_attention+answer_attention+first_order+position+token_class"
 REASONINGS = ["3 + 4 = 7, so 7 pens.", "2 * 5 = 10 apples.", "9 - 3 = 6 left.", "8 / 2 = 4 each.", "1 + 1 = 2 cats."]
@@ -173,6 +173,13 @@ def test_near_deletions_names_the_kept_tokens_beside_each_gap():
     assert near_deletions([3], 1, 6).tolist() == [2, 3]  # the kept tokens left and right of the gap
     assert near_deletions([0, 6], 2, 6).tolist() == [0, 1, 4, 5]  # clipped to the chain
     assert near_deletions([], 1, 6).tolist() == []
+
+
+def test_lookahead_is_rerun_near_the_deletion_and_where_never_computed():
+    positions = [0, 2, 3, 4, 5]  # candidates' places among 6 kept tokens
+    assert lookahead_to_rerun(positions, {0, 2, 3, 4, 5}, [3], 1, 6) == [1, 2]  # places 2 and 3, beside the gap
+    assert lookahead_to_rerun(positions, {0, 2, 3}, [3], 1, 6) == [1, 2, 3, 4]  # 4 and 5 were never computed
+    assert lookahead_to_rerun(positions, set(), [], 1, 6) == [0, 1, 2, 3, 4]  # a chain's first step: all
 
 
 def test_a_replayed_memory_refreshes_the_neighbours_of_the_last_deletion():
