@@ -145,7 +145,7 @@ def demo_config(tmp_path: Path, tiny_model_dir: str, max_reasoning_tokens: int):
     surrogate.save(tmp_path / "s.pt", meta={"pruner": tiny_model_dir})
     return compose_config(
         "+experiment=demo", "model=hf", f"model.path={tiny_model_dir}", "data.limit=2", "logger=none",
-        "runtime.progress=false", f"output_dir={tmp_path / 'run'}", f"demo.surrogate={tmp_path / 's.pt'}",
+        "runtime.progress=false", f"output_dir={tmp_path / 'run'}", f"demo.hybrid.surrogate={tmp_path / 's.pt'}",
         f"data.max_reasoning_tokens={max_reasoning_tokens}",
     )  # fmt: skip
 
@@ -156,8 +156,9 @@ def test_demo_task_compares_exact_and_hybrid(tmp_path, tiny_model_dir, capsys):
     assert len(read_ids(tmp_path / "run" / "hybrid.jsonl")) == 2
     printed = capsys.readouterr().out
     assert "before:" in printed and "after:" in printed and "faster" in printed and "remembering" in printed
-    assert "the kept token on each side of the last deletion" in printed  # demo.hybrid_refresh
-    assert "reruns f_2(q) only within 6 places of the last deletion" in printed  # demo.hybrid_lookahead_refresh
+    assert "the first step verifies the top 16" in printed  # demo.hybrid.first_k
+    assert "the kept token on each side of the last deletion" in printed  # demo.hybrid.refresh
+    assert "reruns f_2(q) only within 6 places of the last deletion" in printed  # demo.hybrid.lookahead_refresh
 
 
 def test_demo_with_every_record_skipped_skips_the_hybrid(tmp_path, tiny_model_dir, capsys):
@@ -174,3 +175,11 @@ def test_demo_skips_the_hybrid_without_a_surrogate_for_the_model(tmp_path, tiny_
     summary = run_task(cfg)
     assert summary["pruned"] == 1 and "hybrid" not in summary
     assert "Skipping the hybrid comparison: no shipped surrogate" in capsys.readouterr().out
+
+
+def test_demo_compare_false_runs_exact_only(tmp_path, tiny_model_dir):
+    cfg = demo_config(tmp_path, tiny_model_dir, 200)
+    cfg.demo.compare = False
+    summary = run_task(cfg)
+    assert summary["pruned"] == 2 and "hybrid" not in summary
+    assert not (tmp_path / "run" / "hybrid.jsonl").exists()

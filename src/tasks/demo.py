@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from exact.keep import kept_jaccard
@@ -14,13 +13,11 @@ from src.api import build_pruner
 from src.models import load_model
 from src.outputs import RecordWriter
 from surrogate.hybrid import HybridScorer
-from surrogate.store import load_surrogate
 
 
 def run(cfg: DictConfig) -> dict:
     summary = prune_job.run(cfg)
-    settings = cfg.demo
-    if not settings.hybrid_k:
+    if not cfg.demo.compare:
         return summary
     out = Path(cfg.output_dir)
     exact = read_run(str(out))[1] if summary["pruned"] + summary["already_done"] else []
@@ -28,32 +25,15 @@ def run(cfg: DictConfig) -> dict:
         print("\nSkipping the hybrid comparison: no record was pruned.")
         return summary
     model, tokenizer = load_model(**cfg.model)
+    job = cfg.copy()
+    job.scorer = cfg.demo.hybrid
     try:
-        surrogate, _ = load_surrogate(settings.surrogate, cfg.model.path, model)
-    except (FileNotFoundError, ValueError) as err:
+        pruner = build_pruner(job, model, tokenizer)
+    except (FileNotFoundError, ValueError) as err:  # no surrogate for this model, or one made for another
         print(f"\nSkipping the hybrid comparison: {err}")
         return summary
-    verify = instantiate(cfg.scorer)  # the job's packed scorer, with its budgets
-    memory, refresh = settings.hybrid_memory, settings.hybrid_refresh if settings.hybrid_memory else 0
-    lookahead = settings.hybrid_lookahead_refresh if memory and surrogate.config["horizon"] else None
-    scorer = HybridScorer(
-        model, surrogate, cfg.pruner.objective, settings.hybrid_k, memory=memory, refresh=refresh,
-        lookahead_refresh=lookahead, verify=verify, tokenizer=tokenizer,
-    )  # fmt: skip
-    pruner = build_pruner(cfg, model, tokenizer, scorer=scorer)
     keep = min(cfg.pruner.prune.keep_fractions)
-    config = surrogate.config
-    prior = f"f_{config['horizon']}(q)" if config["horizon"] else "f(q)"
-    ranking = f"{prior} + a learned residual ({config['kind']})" if config["residual"] else f"a {config['kind']}"
-    remembering = ", remembering what it verified (the first step verifies all)" if memory else ""
-    near = "the kept token" if refresh == 1 else f"the {refresh} kept tokens"
-    remembering += f", and {near} on each side of the last deletion" if refresh else ""
-    remembering += (
-        f"; it reruns {prior} only within {lookahead} places of the last deletion" if lookahead is not None else ""
-    )
-    print(
-        f"\nHybrid: {ranking} ranks the candidates, the exact scorer verifies the top {settings.hybrid_k}{remembering}."
-    )
+    print(f"\nHybrid: {describe(pruner.scorer)}.")
     rows = []
     with RecordWriter(out / "hybrid.jsonl") as writer:
         for record in exact:
@@ -77,3 +57,20 @@ def run(cfg: DictConfig) -> dict:
         f"mean Jaccard {comparison['mean_jaccard']} (hybrid records in {out / 'hybrid.jsonl'})"
     )
     return {**summary, "hybrid": comparison}
+
+
+def describe(scorer: HybridScorer) -> str:
+    """The hybrid's ranking and verification policy, in words."""
+    config = scorer.surrogate.config
+    prior = f"f_{config['horizon']}(q)" if config["horizon"] else "f(q)"
+    ranking = f"{prior} + a learned residual ({config['kind']})" if config["residual"] else f"a {config['kind']}"
+    words = f"{ranking} ranks the candidates, the exact scorer verifies the top {scorer.k}"
+    if scorer.remembers:
+        first = "all" if scorer.first_k is None else f"the top {scorer.first_k}"
+        words += f", remembering what it verified (the first step verifies {first})"
+    if scorer.refresh:
+        near = "the kept token" if scorer.refresh == 1 else f"the {scorer.refresh} kept tokens"
+        words += f", and {near} on each side of the last deletion"
+    if scorer.lookahead_refresh is not None:
+        words += f"; it reruns {prior} only within {scorer.lookahead_refresh} places of the last deletion"
+    return words
