@@ -214,7 +214,8 @@ def run(cfg: DictConfig) -> dict:
         "baselines": baseline_objectives(cfg, model, tokenizer, exact, chains, reference, fractions),
         "long": long_chains(cfg, methods, exact),
     }
-    dial = plot_dial(results, min(fractions), out / "dial.png")
+    target = OmegaConf.to_container(cfg.bench.target) if cfg.bench.get("target") else None
+    dial = plot_dial(results, min(fractions), out / "dial.png", target)
     publish(out, tracker, "bench_hybrid", report, {"bench_hybrid/dial": dial})
     tracker.finish()
     print(json.dumps(report, indent=2))
