@@ -60,6 +60,13 @@ def build(spec, **given):
         raise
 
 
+def with_scorer(cfg: DictConfig, scorer: DictConfig) -> DictConfig:
+    """A copy of `cfg` whose scorer is `scorer` (a conf/scorer node): the pruner's `${scorer}` then reads it."""
+    copy = cfg.copy()
+    copy.scorer = scorer
+    return copy
+
+
 def build_pruner(cfg: DictConfig, model=None, tokenizer=None, node: DictConfig | None = None, **given):
     """The pruner `cfg.pruner` (or `node`) instantiates, over the pruner LM `cfg.model` (loaded unless given).
 

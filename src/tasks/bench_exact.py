@@ -18,15 +18,8 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from exact import GreedyPruner
-from src.api import build_pruner, select_chains, setup_runtime
+from src.api import build_pruner, select_chains, setup_runtime, with_scorer
 from src.models import load_model
-
-
-def with_scorer(cfg: DictConfig, scorer: DictConfig) -> DictConfig:
-    """A copy of `cfg` whose scorer is `scorer` (a conf/scorer node)."""
-    copy = cfg.copy()
-    copy.scorer = scorer
-    return copy
 
 
 @torch.inference_mode()

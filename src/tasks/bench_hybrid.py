@@ -29,7 +29,7 @@ from exact import GreedyPruner
 from exact.keep import kept_indices, kept_jaccard, n_kept
 from exact.record import PruneRecord
 from src.analysis.dial import plot_dial
-from src.api import build_pruner, select_chains, setup_runtime
+from src.api import build_pruner, select_chains, setup_runtime, with_scorer
 from src.models import load_model
 from src.surrogate_data import groups_of
 from src.tracking import publish, start_tracking
@@ -112,9 +112,8 @@ class Methods:
         self.specs = {name: OmegaConf.to_container(spec) for name, spec in cfg.bench.methods.items()}
         self.pruners = {}
         for name, spec in self.specs.items():
-            settings = cfg.copy()
-            settings.scorer = OmegaConf.merge(cfg.bench.hybrid, spec)  # a key the hybrid scorer lacks fails here
-            self.pruners[name] = build_pruner(settings, model, tokenizer)
+            scorer = OmegaConf.merge(cfg.bench.hybrid, spec)  # a key the hybrid scorer lacks fails here
+            self.pruners[name] = build_pruner(with_scorer(cfg, scorer), model, tokenizer)
 
     def agreement(self, reference: list[PruneRecord], exact: GreedyPruner) -> dict[str, float]:
         """Step agreement of every method along the exact path of `reference` (features cached on disk)."""

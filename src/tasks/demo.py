@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 from exact.keep import kept_jaccard
 from src import prune_job
 from src.analysis.runs import read_run
-from src.api import build_pruner
+from src.api import build_pruner, with_scorer
 from src.models import load_model
 from src.outputs import RecordWriter
 from surrogate.hybrid import HybridScorer
@@ -25,10 +25,8 @@ def run(cfg: DictConfig) -> dict:
         print("\nSkipping the hybrid comparison: no record was pruned.")
         return summary
     model, tokenizer = load_model(**cfg.model)
-    job = cfg.copy()
-    job.scorer = cfg.demo.hybrid
     try:
-        pruner = build_pruner(job, model, tokenizer)
+        pruner = build_pruner(with_scorer(cfg, cfg.demo.hybrid), model, tokenizer)
     except (FileNotFoundError, ValueError) as err:  # no surrogate for this model, or one made for another
         print(f"\nSkipping the hybrid comparison: {err}")
         return summary
