@@ -22,7 +22,9 @@ memories that deletion made stale. With `lookahead_refresh` w, the memory keeps 
 correction f_h(q) − f(q) of each candidate too, and reruns it only for the kept tokens within w places
 of the last deletion (and those never computed): a deletion far from q changes q's next h tokens'
 log-probs little, so the prior's h tokens a candidate are paid near the deletions only, while f(q)
-stays fresh from the base pass.
+stays fresh from the base pass. Memory combines with either verification: adaptively, it goes down
+prediction plus remembered residual with a margin calibrated by replaying that memory policy on
+held-out exact paths (surrogate/calibration.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from contextlib import nullcontext
 import torch
 
 from exact.scorers import PackedScorer, Scorer, Scores
+from surrogate.calibration import margin_for
 from surrogate.features import (
     attention_implementation,
     candidate_features,
@@ -47,10 +50,9 @@ from surrogate.store import load_surrogate
 from surrogate.verification import (
     choose_and_verify,
     lookahead_to_rerun,
-    margin_for,
     near_deletions,
     remembered,
-    remembered_top_k,
+    verify_remembered,
 )
 
 
@@ -80,7 +82,7 @@ class HybridScorer(Scorer):
         """`surrogate`: a Surrogate, or a name for surrogate/store.py (`default`, `first_order[@h]`, a file),
         made for `pruner_model` (default: the model's name). `verify` builds the packed scorer that runs
         the base pass and verifies (with its budgets). `surrogate_only` deletes the top candidate unverified.
-        `memory` carries verified residuals to later steps (fixed k only); `first_k`, what it verifies at a
+        `memory` carries verified residuals to later steps; `first_k`, what it verifies at a
         chain's first step (None: every candidate); `refresh`, how many kept tokens on each side of the last
         deletion it verifies as well; `lookahead_refresh`, how many on each side it reruns the lookahead
         prior for (None: every candidate at every step)."""
@@ -102,11 +104,8 @@ class HybridScorer(Scorer):
         if "token_class" in self.blocks and tokenizer is None:
             raise ValueError("the surrogate's token_class features need the pruner's tokenizer")
         self.classes = token_class_table(tokenizer) if "token_class" in self.blocks else None
-        if memory and (surrogate_only or epsilon is not None):
-            raise ValueError(
-                "scorer.memory works with a fixed k: not with surrogate_only, nor with epsilon (its margin "
-                "is calibrated on predictions without memory)"
-            )
+        if memory and surrogate_only:
+            raise ValueError("scorer.memory remembers what it verifies: not with surrogate_only, which verifies none")
         if first_k is not None and (not memory or first_k < 1):
             raise ValueError(f"scorer.first_k ({first_k}) is the first step of scorer.memory: needs memory and ≥ 1")
         if refresh and (not memory or refresh < 0):
@@ -121,18 +120,23 @@ class HybridScorer(Scorer):
         self.remembers = memory
         self.k, self.epsilon, self.k_max, self.first_k, self.refresh = k, epsilon, k_max, first_k, refresh
         self.lookahead_refresh = lookahead_refresh
-        self.margin = None if epsilon is None else margin_for(surrogate.calibration, epsilon)
+        policy = {"first_k": first_k, "refresh": refresh, "lookahead_refresh": lookahead_refresh} if memory else None
+        self.margin = None if epsilon is None else margin_for(surrogate.calibration, epsilon, policy)
+        calibration = surrogate.calibration or {}
+        self.round_size = ((calibration.get("memory") or {}) if memory else calibration).get("round_size", 2)
         self.verify_attention = verify_attention
 
     def settings(self) -> dict:
         """The surrogate and the verification policy, plus the inner packed scorer's budgets after a back-off."""
-        policy = {"shortlist_k": self.k, "memory": self.remembers}
+        if self.epsilon is None:
+            policy = {"shortlist_k": self.k, "memory": self.remembers}
+        else:
+            policy = {"epsilon": self.epsilon, "k_max": self.k_max, "margin_nats": self.margin}
+            policy["memory"] = self.remembers
         if self.remembers:
             policy["first_k"] = self.first_k  # what the first step verifies (None: every candidate)
             policy["refresh"] = self.refresh  # kept tokens each side of the last deletion, verified too
             policy["lookahead_refresh"] = self.lookahead_refresh  # … whose lookahead prior is rerun (None: all)
-        if self.epsilon is not None:
-            policy = {"epsilon": self.epsilon, "k_max": self.k_max, "margin_nats": self.margin}
         inner = {key: value for key, value in self.exact.settings().items() if key != "scorer"}
         config = self.surrogate.config
         surrogate = {"surrogate": config["kind"], "feature_set": config["feature_set"], "horizon": config["horizon"]}
@@ -183,8 +187,8 @@ class HybridScorer(Scorer):
                 if self.refresh and deleted_at:
                     near = near_deletions(deleted_at, self.refresh, n_reasoning)
                     stale = torch.nonzero(torch.isin(candidates.cpu(), near)).flatten()
-                chosen = remembered_top_k(predicted.cpu(), residuals, self.k, self.first_k, stale)
-                verified = exact(chosen)
+                policy = (self.k, self.first_k, stale, self.margin, self.round_size, self.k_max)
+                chosen, verified = verify_remembered(predicted.cpu(), residuals, exact, *policy)
             else:
                 chosen, verified = choose_and_verify(predicted, exact, self.k, self.margin, calibration, self.k_max)
         values = torch.full((len(candidates),), -math.inf, dtype=torch.float64)

@@ -18,7 +18,7 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 
 from surrogate.groups import Group
-from surrogate.verification import lookahead_to_rerun, near_deletions, remembered, remembered_top_k
+from surrogate.verification import lookahead_to_rerun, near_deletions, remembered, verify_remembered
 
 
 def _first_steps(groups: list[Group]) -> list[bool]:
@@ -80,30 +80,36 @@ def carried_residual(
     verified: int | None = None,
     first_k: int | None = None,
     refresh: int = 0,
+    margin: float | None = None,
+    round_size: int = 2,
+    k_max: int | None = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Each step's predictions plus the exact residuals (label − prediction) remembered from earlier steps,
     and the candidates whose residuals that step remembers.
 
-    With `verified` None, an oracle: every candidate's residual of the step before, as if the hybrid
-    had verified them all. With predictions in nats (f or f_h) it bounds how well a prior that
-    remembers exact scores can rank. With `verified` k, a replay of a hybrid that remembers only what
-    it verifies (`remembered_top_k`: at a record's first step the top `first_k`, or every candidate;
-    then the top k of prediction plus memory, and with `refresh` the kept tokens near the deletion of the
-    step before). Groups come in step order, one record after another, along the exact path.
+    With `verified` and `margin` None, an oracle: every candidate's residual of the step before, as if the
+    hybrid had verified them all. With predictions in nats (f or f_h) it bounds how well a prior that
+    remembers exact scores can rank. With `verified` k, or a `margin`, a replay of a hybrid that remembers
+    only what it verifies (`verification.verify_remembered`, with the labels as its exact scores: at a
+    record's first step the top `first_k`, or every candidate; then the top k of prediction plus memory,
+    or adaptively to `margin` in rounds of `round_size` at most `k_max`; with `refresh` also the kept
+    tokens near the deletion of the step before). Groups come in step order, one record after another,
+    along the exact path.
     """
     carried, chosen, memory = [], [], {}
     for i, (group, pred, first) in enumerate(zip(groups, predictions, _first_steps(groups))):
         memory = {} if first else memory
-        kept, pred = group.kept.tolist(), pred.double()
+        kept, pred, labels = group.kept.tolist(), pred.double(), group.labels.double()
         residuals = remembered(memory, kept)
         carried.append(pred if residuals is None else pred + residuals)
-        if verified is None:
+        if verified is None and margin is None:
             step = torch.arange(len(kept))
         else:
             deleted_at = [] if first else _deleted_at(groups[i - 1], group)
             stale = near_deletions(deleted_at, refresh, len(kept)) if refresh else None
-            step = remembered_top_k(pred, residuals, verified, first_k, stale)
-        residual = (group.labels.double() - pred).tolist()
+            policy = (verified or 1, first_k, stale, margin, round_size, k_max)  # with a margin, k is unused
+            step, _ = verify_remembered(pred, residuals, labels.__getitem__, *policy)
+        residual = (labels - pred).tolist()
         memory.update({kept[j]: residual[j] for j in step.tolist()})
         chosen.append(step)
     return carried, chosen

@@ -1,4 +1,4 @@
-"""Which candidates the hybrid verifies exactly, and the calibration that makes adaptive verification safe.
+"""Which candidates the hybrid verifies exactly.
 
 Fixed k verifies the surrogate's top k. Adaptive verification goes down the surrogate's ranking in
 rounds and stops once the best verified exact score beats every unverified candidate's calibrated
@@ -8,16 +8,17 @@ prediction plus a margin:
 
 where ŝ is the surrogate's prediction, a its scale in nats, v the verified candidates and u_next the
 best unverified one. The mean residual of the verified candidates fixes the step's offset (Pearson
-training leaves it free). The margin for a miss rate ε is read off a table simulated on held-out
-labelled steps (`calibrate`): the smallest margin whose simulated chance of missing the exact argmax
-is at most ε. ε = 0 never stops early, so with `k_max` ≥ all candidates the hybrid is exact greedy.
+training leaves it free). The margin for a miss rate ε comes from surrogate/calibration.py. ε = 0
+never stops early, so with `k_max` ≥ all candidates the hybrid is exact greedy.
 
 A hybrid with memory ranks by prediction plus each candidate's remembered residual (exact − predicted,
-from the last step that verified it) and verifies the top k (`remembered_top_k`). A deletion changes
-most the context of the tokens next to it, so their memories go stale first: with `refresh` r the
-kept tokens within r places of the last step's deletions are verified as well (`near_deletions`).
-The same holds for the remembered lookahead correction f_h − f: it is rerun only near the last
-deletion, and for candidates never computed (`lookahead_to_rerun`).
+from the last step that verified it), an estimate already in nats (`verify_remembered`). With fixed k
+it verifies the top k of that ranking; adaptively it goes down it with the same rule, scale 1 and no
+offset, and its own calibrated margin. A deletion changes most the context of the tokens next to it,
+so their memories go stale first: with `refresh` r the kept tokens within r places of the last step's
+deletions are verified as well, in the first round (`near_deletions`). The same holds for the
+remembered lookahead correction f_h − f: it is rerun only near the last deletion, and for candidates
+never computed (`lookahead_to_rerun`).
 """
 
 from __future__ import annotations
@@ -25,10 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Container, Sequence
 
-import numpy as np
 import torch
-
-MARGINS = (0.0, *np.geomspace(0.01, 100.0, 61).tolist())
 
 
 def top_k(predicted: torch.Tensor, k: int) -> torch.Tensor:
@@ -63,22 +61,6 @@ def lookahead_to_rerun(
     return [i for i, place in enumerate(positions) if place not in known or place in near]
 
 
-def remembered_top_k(
-    predicted: torch.Tensor,
-    residuals: torch.Tensor | None,
-    k: int,
-    first_k: int | None = None,
-    stale: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """What a hybrid with memory verifies (in index order): at a chain's first step (`residuals` None) its top
-    `first_k` by prediction, or every candidate when `first_k` is None; after it, the top k of prediction
-    plus remembered residual, and the candidates `stale` names (those next to the last deletion)."""
-    if residuals is None:
-        return torch.arange(len(predicted)) if first_k is None else top_k(predicted, first_k)
-    chosen = top_k(predicted + residuals, k)
-    return chosen if stale is None or not len(stale) else torch.unique(torch.cat([chosen, stale]))
-
-
 def verify_adaptively(
     predicted: torch.Tensor,
     verify: Callable[[torch.Tensor], torch.Tensor],
@@ -86,19 +68,27 @@ def verify_adaptively(
     scale: float = 1.0,
     round_size: int = 2,
     k_max: int | None = None,
+    offset: bool = True,
+    first: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(indices verified, their exact scores): `verify(indices)` in rounds down the ranking until the rule stops it."""
+    """(indices verified, their exact scores): `verify(indices)` in rounds down the ranking until the rule stops it.
+
+    `offset` takes the step's offset from the verified residuals (a prediction without memory); without it
+    `predicted` is already in nats. The candidates `first` names go in the first round, whatever their rank."""
+    pending = first if first is not None else torch.zeros(0, dtype=torch.long)  # verified in the first round
     order = torch.sort(-predicted.double(), stable=True).indices
+    order = order[~torch.isin(order, pending)]
     calibrated = scale * predicted.double()
-    limit = len(order) if k_max is None else min(k_max, len(order))
-    chosen, values = order[:0], torch.zeros(0, dtype=torch.float64)
-    step = round_size if math.isfinite(margin) else limit  # no margin, no early stop: one round
-    while len(chosen) < limit:
-        batch = order[len(chosen) : min(len(chosen) + step, limit)]
+    limit = len(order) if k_max is None else max(min(k_max - len(pending), len(order)), 0)
+    step = round_size if math.isfinite(margin) else len(order)  # no margin, no early stop: one round
+    chosen, values, ranked = pending[:0], torch.zeros(0, dtype=torch.float64), 0
+    while ranked < limit or len(pending):
+        batch = torch.cat([pending, order[ranked : min(ranked + step, limit)]])
+        ranked, pending = ranked + len(batch) - len(pending), pending[:0]
         chosen, values = torch.cat([chosen, batch]), torch.cat([values, verify(batch).double().cpu()])
-        if len(chosen) < limit and math.isfinite(margin):
-            offset = (values - calibrated[chosen]).mean()
-            if values.max() >= calibrated[order[len(chosen)]] + offset + margin:
+        if ranked < limit and math.isfinite(margin):
+            shift = (values - calibrated[chosen]).mean() if offset else 0.0
+            if values.max() >= calibrated[order[ranked]] + shift + margin:
                 break
     return chosen, values
 
@@ -121,41 +111,28 @@ def choose_and_verify(
     return verify_adaptively(predicted, verify, margin, scale, round_size, k_max)
 
 
-def fit_scale(steps: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Least-squares a with label − mean ≈ a · (prediction − mean) within each step: the predictions' unit in nats."""
-    num = den = 0.0
-    for predicted, labels in steps:
-        p, y = predicted.double() - predicted.double().mean(), labels.double() - labels.double().mean()
-        num, den = num + float((p * y).sum()), den + float((p * p).sum())
-    return num / den if den > 0 else 1.0
-
-
-def calibrate(
-    steps: Sequence[tuple[torch.Tensor, torch.Tensor]], round_size: int = 2, margins: Sequence[float] = MARGINS
-) -> dict:
-    """Simulate adaptive verification on labelled steps (prediction, exact scores) for each margin.
-
-    Returns {scale, round_size, steps, table: [[margin, miss rate, mean candidates verified], ...]}.
-    A step is missed when no verified candidate reaches the step's best exact score.
-    """
-    steps = [(p, y) for p, y in steps if len(y) > 1]
-    scale = fit_scale(steps)
-    table = []
-    for margin in margins:
-        missed = verified = 0
-        for predicted, labels in steps:
-            chosen, values = verify_adaptively(predicted, lambda i: labels[i], margin, scale, round_size)
-            missed += bool(values.max() < labels.max() - 1e-9)
-            verified += len(chosen)
-        table.append([float(margin), missed / max(len(steps), 1), verified / max(len(steps), 1)])
-    return {"scale": scale, "round_size": round_size, "steps": len(steps), "table": table}
-
-
-def margin_for(calibration: dict | None, epsilon: float) -> float:
-    """The smallest calibrated margin whose simulated miss rate is at most `epsilon`; inf for ε = 0 or none."""
-    if epsilon <= 0:
-        return math.inf
-    if not calibration:
-        raise ValueError("adaptive verification (scorer.epsilon > 0) needs a calibrated surrogate; retrain it")
-    safe = [margin for margin, miss, _ in calibration["table"] if miss <= epsilon]
-    return min(safe) if safe else math.inf
+def verify_remembered(
+    predicted: torch.Tensor,
+    residuals: torch.Tensor | None,
+    verify: Callable[[torch.Tensor], torch.Tensor],
+    k: int,
+    first_k: int | None = None,
+    stale: torch.Tensor | None = None,
+    margin: float | None = None,
+    round_size: int = 2,
+    k_max: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices verified, their exact scores) for a hybrid with memory. At a chain's first step (`residuals`
+    None) its top `first_k` by prediction, or every candidate when `first_k` is None. After it, the ranking
+    is prediction plus remembered residual, in nats: its top k and the candidates `stale` names (those next
+    to the last deletion); or, with a `margin`, the stale ones and then down that ranking in rounds of
+    `round_size` until the best verified score beats the next estimate by the margin, at most `k_max`."""
+    if residuals is None:
+        chosen = torch.arange(len(predicted)) if first_k is None else top_k(predicted, first_k)
+        return chosen, verify(chosen)
+    estimate = predicted + residuals
+    stale = stale if stale is not None else torch.zeros(0, dtype=torch.long)
+    if margin is not None:
+        return verify_adaptively(estimate, verify, margin, 1.0, round_size, k_max, offset=False, first=stale)
+    chosen = torch.unique(torch.cat([top_k(estimate, k), stale]))
+    return chosen, verify(chosen)

@@ -17,12 +17,13 @@ from exact import GreedyPruner, GreedyTrace
 from exact.scorers import PackedScorer
 from src.api import compose_config
 from src.run import run_task
+from surrogate.calibration import calibrate, calibrate_memory, margin_for
 from surrogate.groups import Group
 from surrogate.hybrid import HybridScorer
-from surrogate.metrics import carried_residual, remembered_lookahead
+from surrogate.metrics import argmax_verified, carried_residual, remembered_lookahead
 from surrogate.models import Surrogate
 from surrogate.store import load_surrogate
-from surrogate.verification import calibrate, lookahead_to_rerun, margin_for, near_deletions, verify_adaptively
+from surrogate.verification import lookahead_to_rerun, near_deletions, verify_adaptively
 
 RICH = "attention+next_attention+answer_attention+first_order+position+token_class"
 REASONINGS = ["3 + 4 = 7, so 7 pens.", "2 * 5 = 10 apples.", "9 - 3 = 6 left.", "8 / 2 = 4 each.", "1 + 1 = 2 cats."]
@@ -78,6 +79,10 @@ def test_train_and_evaluate_a_surrogate(tmp_path, tiny_model_dir, labels, kind, 
     assert calibration["steps"] == report["steps"]["val"] and calibration["round_size"] == 2
     misses = [miss for _, miss, _ in calibration["table"]]
     assert misses[-1] == 0.0 and all(0 <= m <= 1 for m in misses)  # a 100-nat margin verifies everything
+    memory = calibration["memory"]  # replayed along the validation record's path, lookahead remembered if any
+    assert memory["policy"] == {"first_k": 16, "refresh": 1, "lookahead_refresh": 6 if residual else None}
+    assert memory["steps"] == report["steps"]["val"] and memory["table"][-1][1] == 0.0
+    assert set(report["calibration"]) == {"alone", "memory"} and "0.05" in report["calibration"]["memory"]
 
     evaluated = run_task(
         compose_config(
@@ -89,21 +94,24 @@ def test_train_and_evaluate_a_surrogate(tmp_path, tiny_model_dir, labels, kind, 
             "~evaluate.labels",
             f"+evaluate.labels={{held_out: [{labels}]}}",
             "evaluate.carried=[trained,lookahead]",
-            "evaluate.remember_first_k=2",
-            "evaluate.remember_lookahead=1",
+            "evaluate.remember_first_k=16",
+            "evaluate.remember_refresh=1",
+            "evaluate.remember_lookahead=6",
+            "evaluate.remember_epsilons=[0.1]",
             f"output_dir={tmp_path / 'eval'}",
         )  # fmt: skip
     )["sets"]
     assert set(evaluated) == {"held_out"}
     evaluated = evaluated["held_out"]
     assert evaluated["records"] == 5
-    memories = {
-        f"{name}+{memory}" for name in ("trained", "lookahead") for memory in ("carried", "remembered@8,first@2")
-    }
-    lookahead = {"lookahead+remembered@8,first@2,lookahead@1"} | (
-        {"trained+remembered@8,first@2,lookahead@1"} if residual else set()  # only a surrogate with a horizon
+    replay = "remembered@8,first@16,refresh@1"
+    memories = {f"{name}+{memory}" for name in ("trained", "lookahead") for memory in ("carried", replay)}
+    lookahead = {f"lookahead+{replay},lookahead@6"} | (
+        {f"trained+{replay},lookahead@6"} if residual else set()  # only a surrogate with a horizon
     )
-    assert set(evaluated["surrogates"]) == {"first_order", "trained", "lookahead"} | memories | lookahead
+    adaptive = {"trained+remembered@eps0.1,first@16,refresh@1,lookahead@6"} if residual else set()  # calibrated
+    assert set(evaluated["surrogates"]) == {"first_order", "trained", "lookahead"} | memories | lookahead | adaptive
+    assert all(evaluated["surrogates"][name]["verified_per_step"] > 0 for name in adaptive)
     assert all(0 < evaluated["surrogates"][name]["lookahead_per_step"] for name in lookahead)
     assert all("memory" in evaluated["surrogates"][name] for name in memories)
     assert evaluated["surrogates"]["lookahead"]["horizon"] == 3 and evaluated["surrogates"]["trained"]["horizon"] == (
@@ -433,12 +441,59 @@ def test_a_remembered_lookahead_needs_memory_and_a_horizon(settings):
         HybridScorer(model, surrogate, **{"lookahead_refresh": 1, **settings})
 
 
-@pytest.mark.parametrize("settings", [{"epsilon": 0.1}, {"surrogate_only": True}])
-def test_memory_needs_a_fixed_shortlist(settings):
+def test_memory_refuses_surrogate_only():
     model = tiny_llama()
     surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "linear")
-    with pytest.raises(ValueError, match="scorer.memory works with a fixed k"):
-        HybridScorer(model, surrogate, memory=True, **settings)
+    with pytest.raises(ValueError, match="scorer.memory remembers what it verifies"):
+        HybridScorer(model, surrogate, memory=True, surrogate_only=True)
+
+
+def test_adaptive_memory_needs_margins_calibrated_for_its_policy():
+    """ε with memory reads its margin off the memory calibration, which must be of the scorer's own policy."""
+    model = tiny_llama()
+    surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "linear")
+    surrogate.calibration = calibrate([(torch.randn(9), torch.randn(9)) for _ in range(20)])
+    with pytest.raises(ValueError, match="calibrated under None"):
+        HybridScorer(model, surrogate, memory=True, epsilon=0.1, first_k=2, refresh=1)
+    policy = {"first_k": 2, "refresh": 1, "lookahead_refresh": None}
+    surrogate.calibration["memory"] = {"policy": policy, "round_size": 3, "table": [[0.0, 0.5, 2.0], [4.0, 0.05, 6.0]]}
+    with pytest.raises(ValueError, match="same memory policy"):
+        HybridScorer(model, surrogate, memory=True, epsilon=0.1, first_k=4, refresh=1)
+    scorer = HybridScorer(model, surrogate, memory=True, epsilon=0.1, first_k=2, refresh=1)
+    assert scorer.margin == 4.0 and scorer.round_size == 3
+    assert HybridScorer(model, surrogate, memory=True, epsilon=0.0).margin == float("inf")  # ε = 0 needs none
+
+
+def test_adaptive_memory_with_epsilon_zero_is_exact_greedy(tokenizer):
+    expected, got = exact_and_hybrid(tokenizer, epsilon=0.0, memory=True, refresh=1)
+    assert got.cost["epsilon"] == 0.0 and got.cost["memory"] and got.cost["refresh"] == 1
+    assert_same_greedy(got, expected)
+    assert got.cost["verified_per_step"] == expected.cost["verified_per_step"]
+
+
+def test_a_memory_replay_with_a_perfect_ranking_verifies_little():
+    """Calibrated on its own exact paths, adaptive memory keeps its miss rate, and verifies far less when the
+    predictions are the exact scores than when they are noisy."""
+    torch.manual_seed(0)
+    groups = []
+    for record in range(6):
+        kept = list(range(30))
+        for step in range(8):
+            labels = torch.randn(len(kept), dtype=torch.float64) * 3
+            groups.append(Group(f"r{record}", step, torch.zeros(len(kept), 0), labels, labels, torch.tensor(kept)))
+            kept = kept[: int(labels.argmax())] + kept[int(labels.argmax()) + 1 :]
+    noisy = [g.labels + torch.randn(len(g.labels), dtype=torch.float64) * 3 for g in groups]
+    policy = {"first_k": 4, "refresh": 1, "lookahead_refresh": None}
+    per_step = {}
+    for name, predictions in {"perfect": [g.labels for g in groups], "noisy": noisy}.items():
+        calibration = calibrate_memory(groups, predictions, policy, round_size=2)
+        margin = margin_for({"memory": calibration}, 0.1, policy)
+        _, verified = carried_residual(groups, predictions, None, 4, 1, margin, 2)
+        assert 1 - argmax_verified(groups, verified) <= 0.1  # on its calibration paths the miss rate holds
+        per_step[name] = sum(map(len, verified)) / len(verified)
+    assert per_step["perfect"] < 6 and per_step["noisy"] > per_step["perfect"] + 3
+    _, everything = carried_residual(groups, noisy, None, None, 0, float("inf"), 2)
+    assert all(len(chosen) == len(g.labels) for chosen, g in zip(everything, groups))  # no margin: all
 
 
 @pytest.mark.parametrize("settings", [{"first_k": 4}, {"first_k": 0, "memory": True}])

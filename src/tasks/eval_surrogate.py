@@ -11,7 +11,9 @@ remembers only the k it verifies (at a record's first step every candidate, or i
 the kept tokens R places each side of the last deletion: `,refresh@R`). With `evaluate.remember_lookahead`
 W, a surrogate with a horizon is replayed again with its lookahead prior remembered and rerun only
 within W places of the last deletion (`scorer.lookahead_refresh`): `,lookahead@W`, which also reports
-`lookahead_per_step`, the candidates whose lookahead a step reruns.
+`lookahead_per_step`, the candidates whose lookahead a step reruns; with `evaluate.remember_epsilons`
+as well, the adaptive hybrid with memory is replayed at each ε E (`remembered@epsE`, with the margin its
+surrogate was calibrated for under that policy).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from omegaconf import DictConfig
 from src.api import setup_runtime
 from src.surrogate_data import feature_pruner, groups_of, labelled_records, predict
 from src.tracking import start_tracking
+from surrogate.calibration import margin_for
 from surrogate.features import prior_column
 from surrogate.groups import Group
 from surrogate.metrics import argmax_verified, carried_residual, ranking_metrics, remembered_lookahead
@@ -40,31 +43,50 @@ def evaluated(name: str, cfg: DictConfig) -> tuple[Surrogate, dict]:
 
 
 def with_memory(
-    cfg: DictConfig, groups: list[Group], predictions: list[torch.Tensor], oracle: bool = True
+    cfg: DictConfig,
+    groups: list[Group],
+    predictions: list[torch.Tensor],
+    oracle: bool = True,
+    adaptive: dict[float, tuple[float, int]] | None = None,
 ) -> list[tuple[str, dict]]:
     """The oracle (`carried`, unless `oracle` is false) and, with `evaluate.remember_k`, the replay of a remembering
-    hybrid (`remembered@k`, with `,first@K` and `,refresh@R` when set). A replay row adds `verified_per_step` and
-    `argmax_verified`: how often the step's exact best is among what the hybrid would verify (the refreshed
-    tokens included)."""
-    rows = [("carried", "every candidate's exact residual of the step before (an oracle)", None)] if oracle else []
+    hybrid (`remembered@k`, with `,first@K` and `,refresh@R` when set); for each ε of `adaptive` (ε → margin,
+    round size), also the replay of the adaptive one (`remembered@epsE`). A replay row adds `verified_per_step`
+    and `argmax_verified`: how often the step's exact best is among what the hybrid would verify (the
+    refreshed tokens included)."""
     first_k, refresh = cfg.evaluate.get("remember_first_k"), cfg.evaluate.get("remember_refresh") or 0
+    policy = ("" if first_k is None else f",first@{first_k}") + (f",refresh@{refresh}" if refresh else "")
+    first = "every candidate" if first_k is None else f"the top {first_k}"
+    rows = [("carried", "every candidate's exact residual of the step before (an oracle)", None, None)]
+    rows = rows if oracle else []
     if k := cfg.evaluate.get("remember_k"):
-        first = "every candidate" if first_k is None else f"the top {first_k}"
-        suffix = f"remembered@{k}" + ("" if first_k is None else f",first@{first_k}")
-        suffix += f",refresh@{refresh}" if refresh else ""
         about = f"the exact residuals of the top {k} verified at each step, {first} at the first (a replay)"
         if refresh:
             about += f", and of the kept tokens {refresh} each side of the last deletion"
-        rows.append((suffix, about, k))
+        rows.append((f"remembered@{k}" + policy, about, k, None))
+    for epsilon, replay in (adaptive or {}).items():
+        about = f"verified down prediction plus memory to miss rate {epsilon} (margin {replay[0]:.3g} nats), "
+        rows.append((f"remembered@eps{epsilon:g}" + policy, about + f"{first} at the first (a replay)", None, replay))
     out = []
-    for suffix, memory, k in rows:
-        ranked, verified = carried_residual(groups, predictions, k, first_k, refresh)
+    for suffix, memory, k, replay in rows:
+        ranked, verified = carried_residual(groups, predictions, k, first_k, refresh, *(replay or (None, 2)))
         row = {"memory": memory, **ranking_metrics(groups, ranked)}
-        if k is not None:
+        if suffix != "carried":
             row["verified_per_step"] = sum(len(chosen) for chosen in verified) / max(len(verified), 1)
             row["argmax_verified"] = argmax_verified(groups, verified)
         out.append((suffix, row))
     return out
+
+
+def remembered_margins(cfg: DictConfig, surrogate: Surrogate, window: int) -> dict[float, tuple[float, int]]:
+    """ε → (margin, round size) of adaptive verification with memory, for each ε of `evaluate.remember_epsilons`,
+    calibrated for the replay's policy; none for a surrogate calibrated for no memory (first_order@h)."""
+    if "memory" not in (surrogate.calibration or {}):
+        return {}
+    policy = {"first_k": cfg.evaluate.remember_first_k, "refresh": cfg.evaluate.remember_refresh}
+    policy["lookahead_refresh"] = window
+    round_size = surrogate.calibration["memory"]["round_size"]
+    return {e: (margin_for(surrogate.calibration, e, policy), round_size) for e in cfg.evaluate.remember_epsilons}
 
 
 def evaluate_set(cfg: DictConfig, labels: list[str], pruner) -> dict:
@@ -92,7 +114,8 @@ def evaluate_set(cfg: DictConfig, labels: list[str], pruner) -> dict:
             column = prior_column(surrogate.feature_set, surrogate.config["n_features"])
             replayed, reran = remembered_lookahead(groups, first_order, window, column)
             about_lookahead = {**about, "lookahead_per_step": sum(reran) / max(len(reran), 1)}
-            for suffix, row in with_memory(cfg, replayed, predict(surrogate, replayed), oracle=False):
+            adaptive = remembered_margins(cfg, surrogate, window)
+            for suffix, row in with_memory(cfg, replayed, predict(surrogate, replayed), False, adaptive):
                 rows[f"{name}+{suffix},lookahead@{window}"] = {**about_lookahead, **row}
     steps = sum(len(record["step_scores"]) for record in records)
     return {"labels": labels, "records": len(records), "steps": steps, "surrogates": rows}
