@@ -509,6 +509,8 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
     surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "linear", residual=True)
     torch.manual_seed(0)
     surrogate.calibration = calibrate([(torch.randn(9), torch.randn(9)) for _ in range(20)])
+    policy = {"first_k": 2, "refresh": 1, "lookahead_refresh": None}
+    surrogate.calibration["memory"] = {"policy": policy, "round_size": 2, "table": [[0.0, 0.5, 2.0], [1.0, 0.2, 3.0]]}
     surrogate.save(tmp_path / "s.pt", meta={"pruner": tiny_model_dir, "kind": "linear"})
     chains = tmp_path / "chains.jsonl"
     long = "Then 4 + 4 = 8 and 8 * 2 = 16, so we have 16 pens left over."
@@ -518,7 +520,9 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
     methods = "{f_only: {surrogate: first_order, k: 1}, hybrid_k2: {k: 2}, all: {k: 1000}, adaptive: {epsilon: 0.3}, "
     methods += "memory: {k: 2, memory: true}, memory_first: {k: 2, memory: true, first_k: 2}, "
     methods += "memory_all: {k: 1000, memory: true, first_k: 1000}, memory_refresh: {k: 2, memory: true, refresh: 1}, "
-    methods += "lookahead_all: {surrogate: first_order@2, k: 1000, memory: true, lookahead_refresh: 1}}"
+    methods += "lookahead_all: {surrogate: first_order@2, k: 1000, memory: true, lookahead_refresh: 1}, "
+    methods += "memory_adaptive: {epsilon: 0.3, memory: true, first_k: 2, refresh: 1}, "
+    methods += "memory_adaptive_all: {epsilon: 0.0, memory: true, refresh: 1}}"
     cfg = compose_config(
         "+experiment=bench_hybrid", "model=hf", f"model.path={tiny_model_dir}", "data=jsonl", f"data.path={chains}",
         "data.limit=2", "data.reasoning_tokens=[5,40]", f"bench.hybrid.surrogate={tmp_path / 's.pt'}",
@@ -541,14 +545,19 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
         "memory_all",
         "memory_refresh",
         "lookahead_all",
+        "memory_adaptive",
+        "memory_adaptive_all",
     }
     assert methods["memory"]["verified_per_step"] > 2  # its first step verifies every candidate
     assert methods["memory_first"]["verified_per_step"] == 2  # ... this one only its top 2
     assert methods["memory_refresh"]["verified_per_step"] > methods["memory"]["verified_per_step"]
     assert methods["exact_packed"]["speedup_wall"] == 1.0 and methods["exact_packed"]["step_agreement"] == 1.0
-    for name in ("all", "memory_all", "lookahead_all"):
+    assert 2 <= methods["memory_adaptive"]["verified_per_step"] < methods["memory_adaptive_all"]["verified_per_step"]
+    for name in ("all", "memory_all", "lookahead_all", "memory_adaptive_all"):
         assert methods[name]["jaccard"] == {"0.9": 1.0, "0.7": 1.0, "0.5": 1.0}
         assert methods[name]["step_agreement"] == 1.0 and abs(methods[name]["final_objective_gap_nats"]) < 1e-4
+        assert {row["jaccard"] for row in methods[name]["per_record"].values()} == {1.0}
+    assert list(methods["hybrid_k2"]["per_record"]) == [r["id"] for r in report["records"]]
     assert methods["hybrid_k2"]["tokens_processed"] < methods["exact_packed"]["tokens_processed"]
     assert methods["hybrid_k2"]["verified_per_step"] <= 2 and methods["f_only"]["verified_per_step"] == 1
     assert methods["f_only"]["speedup_tokens"] > methods["hybrid_k2"]["speedup_tokens"]

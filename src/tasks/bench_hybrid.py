@@ -87,21 +87,23 @@ def cost_summary(records: list[PruneRecord], reference: list[PruneRecord]) -> di
 
 
 def agreement_summary(records: list[PruneRecord], reference: list[PruneRecord], fractions: list[float]) -> dict:
+    """Mean kept-set Jaccard with exact at each keep fraction, final J and its gap to exact; and both per record
+    (`per_record`: id → Jaccard at the last keep and J gap), to see whether a mean is one chain gone astray."""
     last = min(fractions)
-    gaps = [objective_at(r, last) - objective_at(e, last) for r, e in zip(records, reference)]
+    pairs = list(zip(records, reference))
+    jaccard = {
+        f"{f:g}": [kept_jaccard(r.n_reasoning_tokens, r.deletion_order, e.deletion_order, f) for r, e in pairs]
+        for f in fractions
+    }
+    gaps = [objective_at(r, last) - objective_at(e, last) for r, e in pairs]
     return {
-        "jaccard": {
-            f"{f:g}": round(
-                statistics.mean(
-                    kept_jaccard(r.n_reasoning_tokens, r.deletion_order, e.deletion_order, f)
-                    for r, e in zip(records, reference)
-                ),
-                4,
-            )
-            for f in fractions
-        },
+        "jaccard": {f: round(statistics.mean(values), 4) for f, values in jaccard.items()},
         "final_objective": round(statistics.mean(objective_at(r, last) for r in records), 4),
         "final_objective_gap_nats": round(statistics.mean(gaps), 4),
+        "per_record": {
+            r.id: {"jaccard": round(j, 4), "gap_nats": round(gap, 4)}
+            for r, j, gap in zip(records, jaccard[f"{last:g}"], gaps)
+        },
     }
 
 
