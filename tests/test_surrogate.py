@@ -616,3 +616,6 @@ def test_shipped_surrogate_loads_for_the_embedded_model():
     surrogate, meta = load_surrogate("default", "embedded:smollm2")
     assert meta["pruner"] == "embedded:smollm2" and surrogate.config["n_features"] == 3 * 30 * 9 + 6 + 2 + 7
     assert surrogate.config["residual"] and surrogate.config["horizon"] == 4 and surrogate.calibration["table"]
+    hybrid = compose_config("+experiment=demo").demo.hybrid  # its memory margins are for the demo's policy
+    policy = {key: hybrid[key] for key in ("first_k", "refresh", "lookahead_refresh")}
+    assert surrogate.calibration["memory"]["policy"] == policy
