@@ -23,8 +23,9 @@ correction f_h(q) − f(q) of each candidate too, and reruns it only for the kep
 of the last deletion (and those never computed): a deletion far from q changes q's next h tokens'
 log-probs little, so the prior's h tokens a candidate are paid near the deletions only, while f(q)
 stays fresh from the base pass. Memory combines with either verification: adaptively, it goes down
-prediction plus remembered residual with a margin calibrated by replaying that memory policy on
-held-out exact paths (surrogate/calibration.py).
+prediction plus remembered residual with margins by memory age (how many deletions ago each candidate
+was verified), calibrated by replaying that memory policy on held-out exact paths
+(surrogate/calibration.py).
 """
 
 from __future__ import annotations
@@ -48,8 +49,10 @@ from surrogate.features import (
 from surrogate.models import Surrogate
 from surrogate.store import load_surrogate
 from surrogate.verification import (
+    age_margins,
     choose_and_verify,
     lookahead_to_rerun,
+    memory_ages,
     near_deletions,
     remembered,
     verify_remembered,
@@ -123,7 +126,9 @@ class HybridScorer(Scorer):
         policy = {"first_k": first_k, "refresh": refresh, "lookahead_refresh": lookahead_refresh} if memory else None
         self.margin = None if epsilon is None else margin_for(surrogate.calibration, epsilon, policy)
         calibration = surrogate.calibration or {}
-        self.round_size = ((calibration.get("memory") or {}) if memory else calibration).get("round_size", 2)
+        calibration = (calibration.get("memory") or {}) if memory else calibration
+        self.round_size = calibration.get("round_size", 2)
+        self.spread = calibration.get("spread") if memory else None  # the margin's unit by memory age, in nats
         self.verify_attention = verify_attention
 
     def settings(self) -> dict:
@@ -131,7 +136,11 @@ class HybridScorer(Scorer):
         if self.epsilon is None:
             policy = {"shortlist_k": self.k, "memory": self.remembers}
         else:
-            policy = {"epsilon": self.epsilon, "k_max": self.k_max, "margin_nats": self.margin}
+            policy = {"epsilon": self.epsilon, "k_max": self.k_max}
+            if self.remembers:  # the margin in spreads of the estimate's error, by memory age (nats)
+                policy |= {"margin_spreads": self.margin, "spread_by_age_nats": self.spread}
+            else:
+                policy["margin_nats"] = self.margin
             policy["memory"] = self.remembers
         if self.remembers:
             policy["first_k"] = self.first_k  # what the first step verifies (None: every candidate)
@@ -157,7 +166,8 @@ class HybridScorer(Scorer):
         deleted_at: list[int] | None = None,
     ):
         """Exact scores of the verified candidates, -inf for the rest; with memory, `memory` is what the earlier
-        steps remembered (reasoning index → {"residual": exact − predicted, "lookahead": f_h − f}),
+        steps remembered (reasoning index → {"residual": exact − predicted, "verified_at": the kept length
+        then, "lookahead": f_h − f}),
         `deleted_at` where the last step deleted (insertion points among the kept tokens), and the result's
         `remember` what this one changes."""
         reads_attention = any("attention" in block for block in self.blocks)
@@ -183,11 +193,15 @@ class HybridScorer(Scorer):
             if self.remembers:
                 known = {j: value["residual"] for j, value in memory.items() if "residual" in value}
                 residuals = remembered(known, candidates.tolist())  # None at a chain's first step
-                stale = None
+                stale, margin = None, self.margin
                 if self.refresh and deleted_at:
                     near = near_deletions(deleted_at, self.refresh, n_reasoning)
                     stale = torch.nonzero(torch.isin(candidates.cpu(), near)).flatten()
-                policy = (self.k, self.first_k, stale, self.margin, self.round_size, self.k_max)
+                if margin is not None and math.isfinite(margin):  # ε = 0 (margin inf) needs no spread
+                    verified_at = {j: value["verified_at"] for j, value in memory.items() if "residual" in value}
+                    ages = memory_ages(verified_at, candidates.tolist(), n_reasoning)
+                    margin = age_margins(ages, self.spread, margin)
+                policy = (self.k, self.first_k, stale, margin, self.round_size, self.k_max)
                 chosen, verified = verify_remembered(predicted.cpu(), residuals, exact, *policy)
             else:
                 chosen, verified = choose_and_verify(predicted, exact, self.k, self.margin, calibration, self.k_max)
@@ -196,7 +210,10 @@ class HybridScorer(Scorer):
         remember = None
         if self.remembers:
             residuals = (verified.double().cpu() - predicted.cpu()[chosen]).tolist()
-            learned = {int(candidates[i]): {"residual": r} for i, r in zip(chosen.tolist(), residuals)}
+            learned = {
+                int(candidates[i]): {"residual": r, "verified_at": n_reasoning}
+                for i, r in zip(chosen.tolist(), residuals)
+            }
             for j, correction in lookahead.items():
                 learned.setdefault(j, {})["lookahead"] = correction
             remember = {j: {**memory.get(j, {}), **value} for j, value in learned.items()}

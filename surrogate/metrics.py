@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from scipy.stats import pearsonr, spearmanr
 
 from surrogate.groups import Group
-from surrogate.verification import lookahead_to_rerun, near_deletions, remembered, verify_remembered
+from surrogate.verification import (
+    age_margins,
+    lookahead_to_rerun,
+    memory_ages,
+    near_deletions,
+    remembered,
+    verify_remembered,
+)
 
 
 def _first_steps(groups: list[Group]) -> list[bool]:
@@ -74,6 +82,14 @@ def ranking_metrics(groups: list[Group], predictions: list[torch.Tensor], top_k=
     return report
 
 
+class Replay(NamedTuple):
+    """What `carried_residual` gives, step by step along the exact paths."""
+
+    estimates: list[torch.Tensor]  # prediction plus remembered residual (the prediction at a record's first step)
+    verified: list[torch.Tensor]  # the candidates verified, whose residuals are remembered from then on
+    ages: list[list[int | None]]  # each candidate's memory age, before the step (`verification.memory_ages`)
+
+
 def carried_residual(
     groups: list[Group],
     predictions: list[torch.Tensor],
@@ -83,36 +99,41 @@ def carried_residual(
     margin: float | None = None,
     round_size: int = 2,
     k_max: int | None = None,
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    spread: list[float] | None = None,
+) -> Replay:
     """Each step's predictions plus the exact residuals (label − prediction) remembered from earlier steps,
-    and the candidates whose residuals that step remembers.
+    the candidates whose residuals that step remembers, and how old each candidate's memory was.
 
     With `verified` and `margin` None, an oracle: every candidate's residual of the step before, as if the
     hybrid had verified them all. With predictions in nats (f or f_h) it bounds how well a prior that
     remembers exact scores can rank. With `verified` k, or a `margin`, a replay of a hybrid that remembers
     only what it verifies (`verification.verify_remembered`, with the labels as its exact scores: at a
     record's first step the top `first_k`, or every candidate; then the top k of prediction plus memory,
-    or adaptively to `margin` in rounds of `round_size` at most `k_max`; with `refresh` also the kept
+    or adaptively to `margin` in rounds of `round_size` at most `k_max`, the margin times `spread` at
+    each candidate's memory age when given (`verification.age_margins`); with `refresh` also the kept
     tokens near the deletion of the step before). Groups come in step order, one record after another,
     along the exact path.
     """
-    carried, chosen, memory = [], [], {}
+    replay, memory, verified_at = Replay([], [], []), {}, {}
     for i, (group, pred, first) in enumerate(zip(groups, predictions, _first_steps(groups))):
-        memory = {} if first else memory
+        memory, verified_at = ({}, {}) if first else (memory, verified_at)
         kept, pred, labels = group.kept.tolist(), pred.double(), group.labels.double()
-        residuals = remembered(memory, kept)
-        carried.append(pred if residuals is None else pred + residuals)
+        residuals, ages = remembered(memory, kept), memory_ages(verified_at, kept, len(kept))
+        replay.estimates.append(pred if residuals is None else pred + residuals)
+        replay.ages.append(ages)
         if verified is None and margin is None:
             step = torch.arange(len(kept))
         else:
             deleted_at = [] if first else _deleted_at(groups[i - 1], group)
             stale = near_deletions(deleted_at, refresh, len(kept)) if refresh else None
-            policy = (verified or 1, first_k, stale, margin, round_size, k_max)  # with a margin, k is unused
+            margins = margin if margin is None or spread is None else age_margins(ages, spread, margin)
+            policy = (verified or 1, first_k, stale, margins, round_size, k_max)  # with a margin, k is unused
             step, _ = verify_remembered(pred, residuals, labels.__getitem__, *policy)
         residual = (labels - pred).tolist()
         memory.update({kept[j]: residual[j] for j in step.tolist()})
-        chosen.append(step)
-    return carried, chosen
+        verified_at.update({kept[j]: len(kept) for j in step.tolist()})
+        replay.verified.append(step)
+    return replay
 
 
 def remembered_lookahead(

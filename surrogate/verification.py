@@ -13,8 +13,12 @@ never stops early, so with `k_max` ≥ all candidates the hybrid is exact greedy
 
 A hybrid with memory ranks by prediction plus each candidate's remembered residual (exact − predicted,
 from the last step that verified it), an estimate already in nats (`verify_remembered`). With fixed k
-it verifies the top k of that ranking; adaptively it goes down it with the same rule, scale 1 and no
-offset, and its own calibrated margin. A deletion changes most the context of the tokens next to it,
+it verifies the top k of that ranking. Adaptively it goes down it with the same rule, scale 1 and no
+offset, but each candidate u has its own margin: the calibrated margin z times the spread of the
+estimate's error at the age of u's memory (`age_margins`; deletions since u was last verified, or
+never). A residual verified at the step before is nearly exact; one never verified is the mean of
+the others. Verification goes down the bound estimate + margin, and stops when the best verified
+score reaches the highest bound left. A deletion changes most the context of the tokens next to it,
 so their memories go stale first: with `refresh` r the kept tokens within r places of the last step's
 deletions are verified as well, in the first round (`near_deletions`). The same holds for the
 remembered lookahead correction f_h − f: it is rerun only near the last deletion, and for candidates
@@ -23,10 +27,29 @@ never computed (`lookahead_to_rerun`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Container, Sequence
 
 import torch
+
+AGES = (1, 2, 4, 8)  # age buckets of a remembered residual (deletions since verified): ≤ 1, ≤ 2, ≤ 4, ≤ 8, older, never
+
+
+def age_bucket(age: int | None) -> int:
+    """Index of a memory `age` deletions old (None: never verified) into a calibration's spread (len(AGES) + 2)."""
+    if age is None:
+        return len(AGES) + 1
+    return next((i for i, top in enumerate(AGES) if age <= top), len(AGES))
+
+
+def memory_ages(verified_at: dict[int, int], keys: list[int], kept: int) -> list[int | None]:
+    """How many deletions ago each key was last verified, from the kept length then (`verified_at`) and now
+    (`kept`); None for a key never verified."""
+    return [verified_at[key] - kept if key in verified_at else None for key in keys]
+
+
+def age_margins(ages: list[int | None], spread: list[float], margin: float) -> torch.Tensor:
+    """Each candidate's margin in nats: `margin` times the spread of the estimate's error at its memory's age."""
+    return margin * torch.tensor([spread[age_bucket(age)] for age in ages], dtype=torch.float64)
 
 
 def top_k(predicted: torch.Tensor, k: int) -> torch.Tensor:
@@ -64,7 +87,7 @@ def lookahead_to_rerun(
 def verify_adaptively(
     predicted: torch.Tensor,
     verify: Callable[[torch.Tensor], torch.Tensor],
-    margin: float,
+    margin: float | torch.Tensor,
     scale: float = 1.0,
     round_size: int = 2,
     k_max: int | None = None,
@@ -73,22 +96,26 @@ def verify_adaptively(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(indices verified, their exact scores): `verify(indices)` in rounds down the ranking until the rule stops it.
 
+    `margin` is one for all, or each candidate's (then the rounds go down prediction plus margin, the bound).
     `offset` takes the step's offset from the verified residuals (a prediction without memory); without it
     `predicted` is already in nats. The candidates `first` names go in the first round, whatever their rank."""
     pending = first if first is not None else torch.zeros(0, dtype=torch.long)  # verified in the first round
-    order = torch.sort(-predicted.double(), stable=True).indices
-    order = order[~torch.isin(order, pending)]
+    margin = torch.as_tensor(margin, dtype=torch.float64)
     calibrated = scale * predicted.double()
+    bound = calibrated + margin
+    order = torch.sort(-(predicted.double() if margin.dim() == 0 else bound), stable=True).indices
+    order = order[~torch.isin(order, pending)]
     limit = len(order) if k_max is None else max(min(k_max - len(pending), len(order)), 0)
-    step = round_size if math.isfinite(margin) else len(order)  # no margin, no early stop: one round
+    finite = bool(torch.isfinite(margin).all())
+    step = round_size if finite else len(order)  # no margin, no early stop: one round
     chosen, values, ranked = pending[:0], torch.zeros(0, dtype=torch.float64), 0
     while ranked < limit or len(pending):
         batch = torch.cat([pending, order[ranked : min(ranked + step, limit)]])
         ranked, pending = ranked + len(batch) - len(pending), pending[:0]
         chosen, values = torch.cat([chosen, batch]), torch.cat([values, verify(batch).double().cpu()])
-        if ranked < limit and math.isfinite(margin):
+        if ranked < limit and finite:
             shift = (values - calibrated[chosen]).mean() if offset else 0.0
-            if values.max() >= calibrated[order[ranked]] + shift + margin:
+            if values.max() >= bound[order[ranked]] + shift:
                 break
     return chosen, values
 
@@ -118,15 +145,16 @@ def verify_remembered(
     k: int,
     first_k: int | None = None,
     stale: torch.Tensor | None = None,
-    margin: float | None = None,
+    margin: float | torch.Tensor | None = None,
     round_size: int = 2,
     k_max: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(indices verified, their exact scores) for a hybrid with memory. At a chain's first step (`residuals`
     None) its top `first_k` by prediction, or every candidate when `first_k` is None. After it, the ranking
     is prediction plus remembered residual, in nats: its top k and the candidates `stale` names (those next
-    to the last deletion); or, with a `margin`, the stale ones and then down that ranking in rounds of
-    `round_size` until the best verified score beats the next estimate by the margin, at most `k_max`."""
+    to the last deletion); or, with a `margin` (one for all, or each candidate's: `age_margins`), the stale
+    ones and then down estimate plus margin in rounds of `round_size` until the best verified score reaches
+    the highest left, at most `k_max`."""
     if residuals is None:
         chosen = torch.arange(len(predicted)) if first_k is None else top_k(predicted, first_k)
         return chosen, verify(chosen)

@@ -23,7 +23,15 @@ from surrogate.hybrid import HybridScorer
 from surrogate.metrics import argmax_verified, carried_residual, remembered_lookahead
 from surrogate.models import Surrogate
 from surrogate.store import load_surrogate
-from surrogate.verification import lookahead_to_rerun, near_deletions, verify_adaptively
+from surrogate.verification import (
+    AGES,
+    age_bucket,
+    age_margins,
+    lookahead_to_rerun,
+    memory_ages,
+    near_deletions,
+    verify_adaptively,
+)
 
 RICH = "attention+next_attention+answer_attention+first_order+position+token_class"
 REASONINGS = ["3 + 4 = 7, so 7 pens.", "2 * 5 = 10 apples.", "9 - 3 = 6 left.", "8 / 2 = 4 each.", "1 + 1 = 2 cats."]
@@ -82,6 +90,7 @@ def test_train_and_evaluate_a_surrogate(tmp_path, tiny_model_dir, labels, kind, 
     memory = calibration["memory"]  # replayed along the validation record's path, lookahead remembered if any
     assert memory["policy"] == {"first_k": 16, "refresh": 1, "lookahead_refresh": 6 if residual else None}
     assert memory["steps"] == report["steps"]["val"] and memory["table"][-1][1] == 0.0
+    assert len(memory["spread"]) == len(AGES) + 2 and all(s > 0 for s in memory["spread"])
     assert set(report["calibration"]) == {"alone", "memory"} and "0.05" in report["calibration"]["memory"]
 
     evaluated = run_task(
@@ -137,10 +146,11 @@ def test_carried_residual_adds_the_previous_steps_exact_residuals():
         Group(record, step, torch.zeros(len(k), 0), p, p + torch.tensor([residual[q] for q in k]), torch.tensor(k))
         for record, step, k, p in zip(["a", "a", "b"], [0, 1, 0], kept, prior)
     ]
-    carried, remembered = carried_residual(groups, [g.prior for g in groups])
+    carried, remembered, ages = carried_residual(groups, [g.prior for g in groups])
     assert all(torch.equal(r, torch.arange(len(k))) for r, k in zip(remembered, kept))  # every candidate
     assert torch.equal(carried[0], prior[0].double()) and torch.equal(carried[2], prior[2].double())
     assert torch.allclose(carried[1], groups[1].labels.double())
+    assert ages == [[None] * 3, [1, 1], [None] * 3]  # deletions since verified; a new record starts afresh
 
 
 def test_a_replayed_memory_keeps_only_what_was_verified():
@@ -152,13 +162,14 @@ def test_a_replayed_memory_keeps_only_what_was_verified():
         Group("a", step, torch.zeros(len(k), 0), p, p + r, torch.tensor(k))
         for step, (k, p, r) in enumerate(zip(kept, prior, residuals))
     ]
-    oracle, _ = carried_residual(groups, [g.prior for g in groups])
-    replay, verified = carried_residual(groups, [g.prior for g in groups], verified=1)
+    oracle = carried_residual(groups, [g.prior for g in groups]).estimates
+    replay, verified, ages = carried_residual(groups, [g.prior for g in groups], verified=1)
     assert torch.allclose(replay[1], oracle[1])  # step 0 verified every candidate
     # step 1 verified only candidate 0 (prior 9); candidate 3 still carries its residual of step 0
     assert torch.allclose(oracle[2], torch.tensor([-1.0, -0.5], dtype=torch.float64))
     assert torch.allclose(replay[2], torch.tensor([-1.0, -4.0], dtype=torch.float64))
     assert [v.tolist() for v in verified] == [[0, 1, 2, 3], [0], [0]]
+    assert ages[2] == [1, 2]  # token 3 was last verified two deletions ago
 
 
 def test_a_replayed_first_step_can_verify_a_shortlist_and_imputes_the_mean_residual():
@@ -170,7 +181,7 @@ def test_a_replayed_first_step_can_verify_a_shortlist_and_imputes_the_mean_resid
         Group("a", step, torch.zeros(4, 0), p, p + r, torch.tensor(k))
         for step, (k, p, r) in enumerate(zip(kept, prior, residuals))
     ]
-    replay, verified = carried_residual(groups, [g.prior for g in groups], verified=2, first_k=2)
+    replay, verified, _ = carried_residual(groups, [g.prior for g in groups], verified=2, first_k=2)
     assert verified[0].tolist() == [0, 1]  # the top 2 by prior
     # candidates 2 and 3 were never verified: they carry the mean of -6 and -2
     assert torch.allclose(replay[1], torch.tensor([-2.0, 1.0, -2.0, -3.0], dtype=torch.float64))
@@ -198,8 +209,8 @@ def test_a_replayed_memory_refreshes_the_neighbours_of_the_last_deletion():
         Group("a", step, torch.zeros(len(k), 0), p, p - 1.0, torch.tensor(k))
         for step, (k, p) in enumerate(zip(kept, prior))
     ]
-    _, plain = carried_residual(groups, [g.prior for g in groups], verified=1)
-    _, refreshed = carried_residual(groups, [g.prior for g in groups], verified=1, refresh=1)
+    plain = carried_residual(groups, [g.prior for g in groups], verified=1).verified
+    refreshed = carried_residual(groups, [g.prior for g in groups], verified=1, refresh=1).verified
     assert plain[1].tolist() == [0] and refreshed[1].tolist() == [0, 1, 2]  # tokens 1 and 3 were next to 2
     assert refreshed[2].tolist() == [0]  # nothing was deleted between steps 1 and 2 of this path
 
@@ -284,11 +295,13 @@ def test_checkpoint_round_trip_and_wrong_model(tmp_path):
         load_surrogate(str(tmp_path / "s.pt"), "model-b")
 
 
-def exact_and_hybrid(tokenizer, surrogate_kind="mlp", **hybrid):
-    """The exact packed record of one chain, and the hybrid's with `hybrid` settings, on one sdpa model."""
+def exact_and_hybrid(tokenizer, surrogate_kind="mlp", calibration=None, **hybrid):
+    """The exact packed record of one chain, and the hybrid's with `hybrid` settings (and the surrogate's
+    `calibration`), on one sdpa model."""
     model = tiny_llama(vocab_size=len(tokenizer))
     n_features = model.config.num_hidden_layers * model.config.num_attention_heads
     surrogate = Surrogate(n_features, surrogate_kind, hidden=8)
+    surrogate.calibration = calibration
     question, reasoning, answer = "How many?", "12 + 30 = 42 apples in all.", "42"
     exact = GreedyPruner(model, tokenizer, scorer=PackedScorer(model, row_tokens=16, token_budget=48))
     expected = exact.prune(question, reasoning, answer, keep_fractions=[0.3], record_scores=True).record
@@ -456,7 +469,11 @@ def test_adaptive_memory_needs_margins_calibrated_for_its_policy():
     with pytest.raises(ValueError, match="calibrated under None"):
         HybridScorer(model, surrogate, memory=True, epsilon=0.1, first_k=2, refresh=1)
     policy = {"first_k": 2, "refresh": 1, "lookahead_refresh": None}
-    surrogate.calibration["memory"] = {"policy": policy, "round_size": 3, "table": [[0.0, 0.5, 2.0], [4.0, 0.05, 6.0]]}
+    table = [[0.0, 0.5, 2.0], [4.0, 0.05, 6.0]]
+    surrogate.calibration["memory"] = {"policy": policy, "round_size": 3, "table": table}
+    with pytest.raises(ValueError, match="no spread"):
+        HybridScorer(model, surrogate, memory=True, epsilon=0.1, first_k=2, refresh=1)
+    surrogate.calibration["memory"]["spread"] = [1.0, 1.5, 2.0, 2.5, 3.0, 4.0]
     with pytest.raises(ValueError, match="same memory policy"):
         HybridScorer(model, surrogate, memory=True, epsilon=0.1, first_k=4, refresh=1)
     scorer = HybridScorer(model, surrogate, memory=True, epsilon=0.1, first_k=2, refresh=1)
@@ -469,6 +486,37 @@ def test_adaptive_memory_with_epsilon_zero_is_exact_greedy(tokenizer):
     assert got.cost["epsilon"] == 0.0 and got.cost["memory"] and got.cost["refresh"] == 1
     assert_same_greedy(got, expected)
     assert got.cost["verified_per_step"] == expected.cost["verified_per_step"]
+
+
+def test_adaptive_memory_margins_scale_with_the_spread_by_memory_age(tokenizer):
+    """The hybrid's margins are the calibrated margin times the spread at each candidate's memory age: a huge
+    spread verifies everything (exact greedy), a tiny one far less."""
+    policy = {"first_k": None, "refresh": 1, "lookahead_refresh": None}
+    records = {}
+    for name, spread in {"huge": 1e6, "tiny": 1e-6}.items():
+        memory = {"policy": policy, "round_size": 2, "spread": [spread] * 6, "table": [[1.0, 0.05, 6.0]]}
+        expected, records[name] = exact_and_hybrid(tokenizer, calibration={"memory": memory}, epsilon=0.1,
+                                                   memory=True, refresh=1)  # fmt: skip
+        assert records[name].cost["margin_spreads"] == 1.0 and records[name].cost["spread_by_age_nats"] == [spread] * 6
+    assert_same_greedy(records["huge"], expected)
+    assert records["huge"].cost["verified_per_step"] == expected.cost["verified_per_step"]
+    assert sum(records["tiny"].cost["verified_per_step"]) < sum(expected.cost["verified_per_step"])
+
+
+def test_memory_ages_bucket_the_deletions_since_a_candidate_was_verified():
+    assert [age_bucket(a) for a in (1, 2, 3, 4, 5, 8, 9, 40, None)] == [0, 1, 2, 2, 3, 3, 4, 4, 5]
+    assert memory_ages({5: 10, 7: 12}, [5, 6, 7], 9) == [1, None, 3]
+    spread = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert age_margins([1, None, 3], spread, 2.0).tolist() == [2.0, 12.0, 6.0]
+
+
+def test_adaptive_verification_goes_down_the_bound_when_margins_differ():
+    """With one margin for all the rounds follow the prediction; with each candidate's, prediction plus margin."""
+    predicted, labels = torch.tensor([5.0, 4.0, 0.0]), torch.tensor([5.0, 4.0, 9.0], dtype=torch.float64)
+    alike, _ = verify_adaptively(predicted, labels.__getitem__, 0.0, offset=False, round_size=1)
+    margins = torch.tensor([0.0, 0.0, 10.0])
+    each, _ = verify_adaptively(predicted, labels.__getitem__, margins, offset=False, round_size=1)
+    assert alike.tolist() == [0] and each.tolist() == [2]  # the unsure candidate is checked first, and is the best
 
 
 def test_a_memory_replay_with_a_perfect_ranking_verifies_little():
@@ -488,11 +536,11 @@ def test_a_memory_replay_with_a_perfect_ranking_verifies_little():
     for name, predictions in {"perfect": [g.labels for g in groups], "noisy": noisy}.items():
         calibration = calibrate_memory(groups, predictions, policy, round_size=2)
         margin = margin_for({"memory": calibration}, 0.1, policy)
-        _, verified = carried_residual(groups, predictions, None, 4, 1, margin, 2)
+        verified = carried_residual(groups, predictions, None, 4, 1, margin, 2, spread=calibration["spread"]).verified
         assert 1 - argmax_verified(groups, verified) <= 0.1  # on its calibration paths the miss rate holds
         per_step[name] = sum(map(len, verified)) / len(verified)
     assert per_step["perfect"] < 6 and per_step["noisy"] > per_step["perfect"] + 3
-    _, everything = carried_residual(groups, noisy, None, None, 0, float("inf"), 2)
+    everything = carried_residual(groups, noisy, None, None, 0, float("inf"), 2).verified
     assert all(len(chosen) == len(g.labels) for chosen, g in zip(everything, groups))  # no margin: all
 
 
@@ -510,7 +558,8 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
     torch.manual_seed(0)
     surrogate.calibration = calibrate([(torch.randn(9), torch.randn(9)) for _ in range(20)])
     policy = {"first_k": 2, "refresh": 1, "lookahead_refresh": None}
-    surrogate.calibration["memory"] = {"policy": policy, "round_size": 2, "table": [[0.0, 0.5, 2.0], [1.0, 0.2, 3.0]]}
+    table, spread = [[0.0, 0.5, 2.0], [1.0, 0.2, 3.0]], [1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+    surrogate.calibration["memory"] = {"policy": policy, "round_size": 2, "spread": spread, "table": table}
     surrogate.save(tmp_path / "s.pt", meta={"pruner": tiny_model_dir, "kind": "linear"})
     chains = tmp_path / "chains.jsonl"
     long = "Then 4 + 4 = 8 and 8 * 2 = 16, so we have 16 pens left over."

@@ -60,8 +60,8 @@ def step_agreement(groups: list[Group], scorer: HybridScorer) -> float:
     with torch.inference_mode():
         predictions = [scorer.surrogate(g.features, g.prior).double() for g in groups]
     if scorer.remembers:
-        replay = (scorer.first_k, scorer.refresh, scorer.margin, scorer.round_size, scorer.k_max)
-        _, verified = carried_residual(groups, predictions, scorer.k, *replay)
+        replay = (scorer.first_k, scorer.refresh, scorer.margin, scorer.round_size, scorer.k_max, scorer.spread)
+        verified = carried_residual(groups, predictions, scorer.k, *replay).verified
     else:
         calibration, verified = scorer.surrogate.calibration, []
         for g, predicted in zip(groups, predictions):

@@ -65,11 +65,13 @@ def with_memory(
             about += f", and of the kept tokens {refresh} each side of the last deletion"
         rows.append((f"remembered@{k}" + policy, about, k, None))
     for epsilon, replay in (adaptive or {}).items():
-        about = f"verified down prediction plus memory to miss rate {epsilon} (margin {replay[0]:.3g} nats), "
+        about = f"verified down prediction plus memory to miss rate {epsilon} (margin {replay[0]:.3g} spreads), "
         rows.append((f"remembered@eps{epsilon:g}" + policy, about + f"{first} at the first (a replay)", None, replay))
     out = []
     for suffix, memory, k, replay in rows:
-        ranked, verified = carried_residual(groups, predictions, k, first_k, refresh, *(replay or (None, 2)))
+        margin, round_size, spread = replay or (None, 2, None)
+        replayed = carried_residual(groups, predictions, k, first_k, refresh, margin, round_size, spread=spread)
+        ranked, verified = replayed.estimates, replayed.verified
         row = {"memory": memory, **ranking_metrics(groups, ranked)}
         if suffix != "carried":
             row["verified_per_step"] = sum(len(chosen) for chosen in verified) / max(len(verified), 1)
@@ -78,15 +80,19 @@ def with_memory(
     return out
 
 
-def remembered_margins(cfg: DictConfig, surrogate: Surrogate, window: int) -> dict[float, tuple[float, int]]:
-    """ε → (margin, round size) of adaptive verification with memory, for each ε of `evaluate.remember_epsilons`,
-    calibrated for the replay's policy; none for a surrogate calibrated for no memory (first_order@h)."""
+def remembered_margins(cfg: DictConfig, surrogate: Surrogate, window: int) -> dict[float, tuple[float, int, list]]:
+    """ε → (margin, round size, spread by memory age) of adaptive verification with memory, for each ε of
+    `evaluate.remember_epsilons`, calibrated for the replay's policy; none for a surrogate calibrated for no
+    memory (first_order@h)."""
     if "memory" not in (surrogate.calibration or {}):
         return {}
     policy = {"first_k": cfg.evaluate.remember_first_k, "refresh": cfg.evaluate.remember_refresh}
     policy["lookahead_refresh"] = window
-    round_size = surrogate.calibration["memory"]["round_size"]
-    return {e: (margin_for(surrogate.calibration, e, policy), round_size) for e in cfg.evaluate.remember_epsilons}
+    memory = surrogate.calibration["memory"]
+    return {
+        e: (margin_for(surrogate.calibration, e, policy), memory["round_size"], memory["spread"])
+        for e in cfg.evaluate.remember_epsilons
+    }
 
 
 def evaluate_set(cfg: DictConfig, labels: list[str], pruner) -> dict:

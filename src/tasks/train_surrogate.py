@@ -66,6 +66,7 @@ def memory_calibration(cfg: DictConfig, surrogate: Surrogate, val: list[Group], 
     """Margins for adaptive verification with memory: `surrogate.calibrate_memory`'s policy replayed along the
     validation records' exact paths, with the lookahead prior as that hybrid remembers it."""
     policy = dict(cfg.surrogate.calibrate_memory)
+    spread_k = policy.pop("spread_k")
     horizon = surrogate.config["horizon"]
     if not horizon:
         policy["lookahead_refresh"] = None  # no lookahead prior to remember
@@ -75,7 +76,7 @@ def memory_calibration(cfg: DictConfig, surrogate: Surrogate, val: list[Group], 
         first_order = groups_of(cfg, [r for r in records if r["id"] in held], surrogate.feature_set, 0, pruner)
         column = prior_column(surrogate.feature_set, surrogate.config["n_features"])
         seen, _ = remembered_lookahead(val, first_order, policy["lookahead_refresh"], column)
-    return calibrate_memory(seen, predict(surrogate, seen), policy, cfg.surrogate.verify_round)
+    return calibrate_memory(seen, predict(surrogate, seen), policy, cfg.surrogate.verify_round, spread_k)
 
 
 def calibration_summary(calibration: dict, epsilons) -> dict:
