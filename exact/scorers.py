@@ -84,6 +84,22 @@ class BasePass:
         return self.head(candidates) + (self.prefix[-1] - self.prefix[candidates + 2])
 
 
+def rerun_from(previous: BasePass | None, ids: torch.Tensor, prompt_len: int) -> int:
+    """The first position a base pass over `ids` must run, given an earlier base pass (or None).
+
+    Everything before the first position c where the chains differ is unchanged, but the rows at c-2 and
+    c-1 read x[c] (as the skip and the next token), so the pass reruns from c-2: from prompt_len-1, all
+    of the chain, when there is no earlier pass or its prompt differs.
+    """
+    whole = prompt_len - 1
+    if previous is None or previous.prompt_len != prompt_len:
+        return whole
+    n = min(len(ids), len(previous.ids))
+    differ = torch.nonzero(ids[:n] != previous.ids[:n].to(ids.device))
+    same = int(differ[0, 0]) if len(differ) else n
+    return max(whole, same - 2) if same >= prompt_len else whole
+
+
 def scored_from(objective: str, prompt_len: int, n_reasoning: int) -> int:
     """First sequence position whose token counts towards the objective (eq. 3 or eq. 4)."""
     if objective == "joint":
@@ -311,19 +327,33 @@ class PackedScorer(Scorer):
                 return Scores(result[3].sum().reshape(1).cpu(), tokens=len(ids), passes=result[-1])
 
     @torch.inference_mode()
-    def base_pass(self, ids: torch.Tensor, prompt_len: int, n_reasoning: int, splittable: bool = True) -> BasePass:
+    def base_pass(
+        self,
+        ids: torch.Tensor,
+        prompt_len: int,
+        n_reasoning: int,
+        splittable: bool = True,
+        previous: BasePass | None = None,
+    ) -> BasePass:
         """Run the current chain once over the cached prompt; keep its KV cache, logit rows and prefix sums.
 
-        `splittable=False` says the pass must run whole (forward hooks watch it): out of memory, it raises.
+        With `previous`, a base pass over an earlier chain (the last step's), the rows up to where the two
+        chains first differ are read from it and only the rest is run (`rerun_from`): a deletion changes
+        nothing before it. `splittable=False` says the pass must run whole (forward hooks watch it): out of
+        memory, it raises.
         """
         ids = ids.to(self.device)
         start = scored_from(self.objective_name, prompt_len, n_reasoning)
-        prompt_kv, prompt_tokens = self._prompt_kv(ids[:prompt_len])
-        tail = len(ids) - prompt_len + 1
-        # Logit rows prompt_len-1 … T-2 are the predictions of tokens prompt_len … T-1.
+        first = rerun_from(previous, ids, prompt_len)
+        if first == prompt_len - 1:
+            kv_before, prompt_tokens = self._prompt_kv(ids[:prompt_len])
+        else:
+            kv_before, prompt_tokens = [(k[:, :, :first], v[:, :, :first]) for k, v in previous.kv], 0
+        tail = len(ids) - first
+        # Logit rows prompt_len-1 … T-2 predict tokens prompt_len … T-1; this pass makes those from `first` on.
         while True:
             run = self.budget.attempt(
-                lambda: self._chain(ids, prompt_len - 1, prompt_kv, rows_from=prompt_len - 1),
+                lambda: self._chain(ids, first, kv_before, rows_from=first),
                 min(tail, self.budget.token_budget) if self.budget.split_base else tail,
                 "the base pass",
                 cannot=None if splittable else "its attention recording must see the chain in one pass",
@@ -332,6 +362,13 @@ class PackedScorer(Scorer):
             if run is not None:
                 break
         kv, logits, norm, logprobs, skip, passes = run
+        reused = first - (prompt_len - 1)  # rows read from `previous`
+        if reused:
+            both = logits is not None and previous.logits is not None
+            logits = torch.cat([previous.logits[:reused], logits]) if both else None
+            norm = torch.cat([previous.norm[:reused], norm])
+            logprobs = torch.cat([previous.logprobs[:reused], logprobs])
+            skip = torch.cat([previous.skip[:reused], skip])
         scored = torch.where(torch.arange(prompt_len, len(ids), device=self.device) >= start, logprobs, 0.0)
         return BasePass(
             ids=ids,

@@ -123,19 +123,34 @@ def attention_modules(model) -> list[torch.nn.Module]:
     return sorted(found, key=lambda m: m.layer_idx)
 
 
-def received_from_later(weights: torch.Tensor) -> torch.Tensor:
-    """(…, queries, keys) causal attention -> (…, keys): mean weight each key gets from the positions after it.
+def received_sums(weights: torch.Tensor, keys_from: int, before: torch.Tensor | None = None) -> torch.Tensor:
+    """Running totals of the attention each key from `keys_from` on receives from the positions after it.
 
-    The queries are the last positions of the keys (a pass over a cached prefix); the result holds
-    for the keys at or after the first query, whose later positions are all queries.
+    `weights` (heads, queries, T) is one pass's causal attention, its queries the last positions. Row i
+    of the result (heads, rows, T - keys_from) holds, for each key, the weight it gets from the queries
+    at positions keys_from - 1 … keys_from - 1 + i, its own left out; the last row is the total. A pass
+    that starts after keys_from - 1 (an incremental base pass) takes its earlier rows from `before`, the
+    totals of an earlier pass that saw the same tokens up to this one's first query.
     """
-    weights = weights.float()
-    queries, keys = weights.shape[-2:]
-    offset = keys - queries
-    own = torch.zeros_like(weights[..., 0, :])
-    own[..., offset:] = weights.diagonal(offset=offset, dim1=-2, dim2=-1)
-    count = (keys - 1 - torch.arange(keys, device=weights.device)).clamp(min=1)
-    return (weights.sum(-2) - own) / count
+    heads, queries, total = weights.shape
+    first = total - queries
+    skipped = max(keys_from - 1 - first, 0)  # queries before keys_from - 1 see none of these keys
+    weights = weights[:, skipped:, keys_from:].float()
+    query = torch.arange(first + skipped, total, device=weights.device)
+    key = torch.arange(keys_from, total, device=weights.device)
+    sums = weights.masked_fill(query[:, None] == key[None, :], 0.0).cumsum(1)
+    rows = first - (keys_from - 1)  # rows the earlier pass must give
+    if rows <= 0:
+        return sums
+    if before is None or before.shape[1] < rows:
+        raise ValueError(
+            f"this pass starts at position {first}: it needs the running totals of an earlier pass over the "
+            f"same tokens up to there ({rows} rows from position {keys_from - 1}), got "
+            f"{'none' if before is None else before.shape[1]}"
+        )
+    earlier = before[:, :rows, : total - keys_from]  # keys at or after `first` get nothing from these rows
+    earlier = torch.nn.functional.pad(earlier, (0, total - keys_from - earlier.shape[-1]))
+    return torch.cat([earlier, earlier[:, -1:] + sums], dim=1)
 
 
 @contextmanager
@@ -152,19 +167,37 @@ def attention_implementation(model, name: str) -> Iterator[None]:
 
 
 @contextmanager
-def recording_received_attention(model, tail: int = 0) -> Iterator[dict[str, dict[int, torch.Tensor]]]:
-    """Inside the block, each forward pass (eager attention) stores per layer the (batch, heads, T) means of the
+def recording_received_attention(
+    model, tail: int = 0, keys_from: int | None = None, previous: dict | None = None
+) -> Iterator[dict[str, dict[int, torch.Tensor]]]:
+    """Inside the block, each forward pass (eager attention) stores per layer the (batch 1, heads, T) means of the
     attention each position receives: from every later position (`received`), and from the pass's last `tail`
-    queries (`answer`: the answer segment's tokens), both reduced as the layer runs."""
-    store: dict[str, dict[int, torch.Tensor]] = {"received": {}, "answer": {}}
+    queries (`answer`: the answer segment's tokens), both reduced as the layer runs.
+
+    `received` holds for the keys from `keys_from` on (default: those after the pass's first query; 0 before).
+    With `keys_from`, the store also keeps each layer's running totals (`sums`, `received_sums`), so that the
+    next pass over the same tokens can start where they change: that pass records with this store as
+    `previous`. The totals are a heads × T × T map a layer, over the keys from `keys_from`."""
+    store: dict[str, dict[int, torch.Tensor]] = {"received": {}, "answer": {}, "sums": {}}
+    earlier = (previous or {}).get("sums", {})
 
     def hook(module, args, output):
         weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
         if weights is None:
             raise RuntimeError("attention weights are not available: run the pass with eager attention")
-        store["received"][module.layer_idx] = received_from_later(weights)
+        layer = module.layer_idx
+        total = weights.shape[-1]
+        first = keys_from if keys_from is not None else total - weights.shape[-2] + 1
+        if total <= first:  # a pass that ends before the keys (the prompt's own pass) tells nothing of them
+            return
+        sums = received_sums(weights[0], first, earlier.get(layer))
+        later = (total - 1 - torch.arange(first, total, device=sums.device)).clamp(min=1)
+        received = torch.nn.functional.pad(sums[:, -1] / later, (first, 0))
+        store["received"][layer] = received[None]
+        if keys_from is not None:
+            store["sums"][layer] = sums
         if tail:
-            store["answer"][module.layer_idx] = weights[..., -tail:, :].float().mean(-2)
+            store["answer"][layer] = weights[..., -tail:, :].float().mean(-2)
 
     handles = [m.register_forward_hook(hook) for m in attention_modules(model)]
     with attention_implementation(model, "eager"):

@@ -51,11 +51,12 @@ def step_features(
         )
     model = pruner.scorer.model
     scorer = PackedScorer(model, record.get("objective", "joint"))
-    kept, out = list(range(len(segments.reasoning))), []
+    kept, out, base, store = list(range(len(segments.reasoning))), [], None, None
+    prompt_len = len(segments.prompt)
     for step in range(len(record["step_scores"])):
         ids = segments.with_kept(torch.tensor(kept))
-        with recording_received_attention(model, tail=len(segments.answer)) as store:
-            base = scorer.base_pass(ids, len(segments.prompt), len(kept))
+        with recording_received_attention(model, len(segments.answer), prompt_len, previous=store) as store:
+            base = scorer.base_pass(ids, prompt_len, len(kept), previous=base)  # reruns from the last deletion
         candidates = torch.arange(len(kept))
         prior = scorer.score_from(base, candidates, horizon).values if horizon else None
         raw = candidate_features(store, base, len(kept), candidates, BLOCKS, classes, prior)

@@ -3,6 +3,8 @@
 Each step runs one base pass. When the surrogate reads attention, only that pass records it (eager
 attention, column means taken in hooks); its KV cache and log-probs are the packed scorer's base, and
 its first-order scores f(q) the residual surrogate's prior, so nothing is computed twice (docs/SURROGATE.md).
+The base pass reruns the chain only from just before the last deletion: the rows before it, and their
+attention totals, are the last step's.
 A surrogate with a lookahead horizon h takes f_h(q) as its prior instead: h tokens a candidate, packed
 over the same base. These and the verification passes run with the fast attention kernel
 (`verify_attention`, sdpa by default).
@@ -36,7 +38,7 @@ from contextlib import nullcontext
 
 import torch
 
-from exact.scorers import PackedScorer, Scorer, Scores
+from exact.scorers import BasePass, PackedScorer, Scorer, Scores
 from surrogate.calibration import margin_for
 from surrogate.features import (
     attention_implementation,
@@ -130,6 +132,7 @@ class HybridScorer(Scorer):
         self.round_size = calibration.get("round_size", 2)
         self.spread = calibration.get("spread") if memory else None  # the margin's unit by memory age, in nats
         self.verify_attention = verify_attention
+        self._last: tuple[BasePass | None, dict | None] = (None, None)  # the last base pass, and its attention totals
 
     def settings(self) -> dict:
         """The surrogate and the verification policy, plus the inner packed scorer's budgets after a back-off."""
@@ -172,9 +175,16 @@ class HybridScorer(Scorer):
         `remember` what this one changes."""
         reads_attention = any("attention" in block for block in self.blocks)
         tail = len(ids) - prompt_len - n_reasoning  # the answer segment
-        recording = recording_received_attention(self.model, tail) if reads_attention else nullcontext({})
+        last_base, last_store = self._last
+        recording = (
+            recording_received_attention(self.model, tail, keys_from=prompt_len, previous=last_store)
+            if reads_attention
+            else nullcontext({})
+        )
         with recording as store:
-            base = self.exact.base_pass(ids, prompt_len, n_reasoning, splittable=not reads_attention)
+            splittable = not reads_attention  # the recording must see the pass whole
+            base = self.exact.base_pass(ids, prompt_len, n_reasoning, splittable=splittable, previous=last_base)
+        self._last = (base, store)  # the next step's base pass reruns only from where this chain changes
         cost = {"tokens": base.tokens, "passes": base.passes}
         memory, deleted_at = memory or {}, deleted_at or []
 
@@ -187,7 +197,6 @@ class HybridScorer(Scorer):
         with attention_implementation(self.model, self.verify_attention):
             prior, lookahead = self.prior(base, candidates, n_reasoning, memory, deleted_at, exact)
             raw = candidate_features(store, base, n_reasoning, candidates, self.blocks, self.classes, prior)
-            del store
             predicted = self.surrogate(feature_matrix(raw, self.surrogate.feature_set), raw["prior"]).double()
             calibration = self.surrogate.calibration
             if self.remembers:

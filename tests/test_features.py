@@ -58,6 +58,29 @@ def test_attention_features_match_output_attentions(build):
                 assert torch.isclose(raw["answer_attention"][j, column], expected_answer, atol=1e-6)
 
 
+@pytest.mark.parametrize("build", [tiny_llama, tiny_gpt2], ids=["llama", "gpt2"])
+def test_attention_totals_carry_over_to_an_incremental_base_pass(build):
+    model = build(attn="sdpa")
+    ids, prompt_len, n = chain(1, 40), 8, 26
+    answer, blocks = len(ids) - prompt_len - n, ("attention", "next_attention", "answer_attention")
+    scorer = PackedScorer(model)
+    with recording_received_attention(model, answer, prompt_len) as store:
+        base = scorer.base_pass(ids, prompt_len, n)
+    for j in (13, 20, 0, 5):  # successive deletions, each pass from just before the last one
+        ids, n = torch.cat([ids[: prompt_len + j], ids[prompt_len + j + 1 :]]), n - 1
+        with recording_received_attention(model, answer, prompt_len, previous=store) as store:
+            base = scorer.base_pass(ids, prompt_len, n, previous=base)
+        fresh_store, fresh = recorded(model, ids, prompt_len, n)
+        raw = candidate_features(store, base, n, torch.arange(n), blocks)
+        expected = candidate_features(fresh_store, fresh, n, torch.arange(n), blocks)
+        for block in blocks:
+            assert torch.allclose(raw[block], expected[block], atol=1e-6), (j, block)
+        assert j < 2 or base.tokens < fresh.tokens
+    with pytest.raises(ValueError, match="running totals of an earlier pass"):
+        with recording_received_attention(model, answer, prompt_len):  # no earlier totals to start from
+            scorer.base_pass(ids[:-1], prompt_len, n, previous=base)
+
+
 def test_attention_of_an_unsupported_layout_names_the_model():
     from transformers import OPTConfig, OPTForCausalLM
 

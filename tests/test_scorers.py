@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import tiny_llama, tiny_qwen2
+from conftest import tiny_gpt2, tiny_llama, tiny_qwen2
 from exact.scorers import NaiveScorer, PackedScorer, scored_from, target_logprobs
 
 
@@ -107,3 +107,27 @@ def test_cached_prompt_is_reused_only_for_the_same_prompt():
         assert torch.allclose(reused.values, fresh.values, atol=1e-5, rtol=0)
     again = scorer.score(*first, torch.arange(first[2]))
     assert again.tokens == reused.tokens - (first[1] - 1)  # the prompt pass is paid once per prompt
+
+
+def deleted(ids: torch.Tensor, position: int) -> torch.Tensor:
+    return torch.cat([ids[:position], ids[position + 1 :]])
+
+
+@pytest.mark.parametrize("build", [tiny_llama, tiny_gpt2], ids=["llama", "gpt2"])
+@pytest.mark.parametrize("objective", ["joint", "answer"])
+def test_base_pass_reruns_only_from_the_last_deletion(build, objective):
+    model = build()
+    ids, prompt_len, n = random_chain(31)
+    scorer = PackedScorer(model, objective)
+    base = scorer.base_pass(ids, prompt_len, n)
+    for j in (17, 0, 1, 25, 9):  # successive deletions, each pass over the one before
+        ids, n = deleted(ids, prompt_len + j), n - 1
+        base = scorer.base_pass(ids, prompt_len, n, previous=base)
+        fresh = PackedScorer(model, objective).base_pass(ids, prompt_len, n)
+        for field in ("logits", "norm", "logprobs", "skip", "prefix"):
+            assert torch.allclose(getattr(base, field), getattr(fresh, field), atol=1e-5, rtol=0), field
+        for (keys, values), (fresh_keys, fresh_values) in zip(base.kv, fresh.kv):
+            assert torch.allclose(keys, fresh_keys, atol=1e-5) and torch.allclose(values, fresh_values, atol=1e-5)
+        assert base.tokens <= len(ids) - max(prompt_len - 1, prompt_len + j - 2)
+    other, other_prompt, other_n = random_chain(32)
+    assert scorer.base_pass(other, other_prompt, other_n, previous=base).tokens == len(other)  # another prompt: all
