@@ -4,8 +4,9 @@ A feature set is a `+`-joined list of named blocks (docs/SURROGATE.md), for cand
 
 - `attention` (the paper's set): the log mean attention x_q receives from every later position,
   one number per layer × head. Forward hooks reduce each layer's attention map to its column means
-  as soon as the layer has run, so the T×T maps of all layers are never held at once. Only the base
-  pass records them, with eager attention (sdpa returns no weights).
+  as soon as the layer has run. Only the base pass records them, with eager attention (sdpa returns
+  no weights); an incremental base pass, which reruns the chain from just before the last deletion,
+  adds to the last pass's running totals by query row (`received_sums`).
 - `next_attention`: the same for x_{q+1}, the token whose context the deletion changes first.
 - `answer_attention`: the log mean attention x_q receives from the answer segment's tokens, per
   layer × head: how much the answer, most of what a deletion can cost, reads the token.
