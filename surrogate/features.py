@@ -188,12 +188,12 @@ def recording_received_attention(
             raise RuntimeError("attention weights are not available: run the pass with eager attention")
         layer = module.layer_idx
         total = weights.shape[-1]
-        first = keys_from if keys_from is not None else total - weights.shape[-2] + 1
-        if total <= first:  # a pass that ends before the keys (the prompt's own pass) tells nothing of them
+        first_key = keys_from if keys_from is not None else total - weights.shape[-2] + 1
+        if total <= first_key:  # a pass that ends before the keys (the prompt's own pass) tells nothing of them
             return
-        sums = received_sums(weights[0], first, earlier.get(layer))
-        later = (total - 1 - torch.arange(first, total, device=sums.device)).clamp(min=1)
-        received = torch.nn.functional.pad(sums[:, -1] / later, (first, 0))
+        sums = received_sums(weights[0], first_key, earlier.get(layer))
+        later = (total - 1 - torch.arange(first_key, total, device=sums.device)).clamp(min=1)
+        received = torch.nn.functional.pad(sums[:, -1] / later, (first_key, 0))
         store["received"][layer] = received[None]
         if keys_from is not None:
             store["sums"][layer] = sums
