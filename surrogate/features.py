@@ -128,25 +128,26 @@ def received_sums(weights: torch.Tensor, keys_from: int, before: torch.Tensor | 
     """Running totals of the attention each key from `keys_from` on receives from the positions after it.
 
     `weights` (heads, queries, T) is one pass's causal attention, its queries the last positions. Row i
-    of the result (heads, rows, T - keys_from) holds, for each key, the weight it gets from the queries
-    at positions keys_from - 1 … keys_from - 1 + i, its own left out; the last row is the total. A pass
-    that starts after keys_from - 1 (an incremental base pass) takes its earlier rows from `before`, the
-    totals of an earlier pass that saw the same tokens up to this one's first query.
+    of the result (heads, T - keys_from, T - keys_from) holds, for each key, the weight it gets from the
+    queries at positions keys_from … keys_from + i, its own left out (queries before keys_from see none of
+    these keys); the last row is the total. A pass whose first query comes after keys_from (an
+    incremental base pass) takes the rows before it from `before`, the totals of an earlier pass that saw
+    the same tokens up to this one's first query.
     """
     heads, queries, total = weights.shape
     first = total - queries
-    skipped = max(keys_from - 1 - first, 0)  # queries before keys_from - 1 see none of these keys
+    skipped = max(keys_from - first, 0)  # queries before keys_from see none of these keys
     weights = weights[:, skipped:, keys_from:].float()
     query = torch.arange(first + skipped, total, device=weights.device)
     key = torch.arange(keys_from, total, device=weights.device)
     sums = weights.masked_fill(query[:, None] == key[None, :], 0.0).cumsum(1)
-    rows = first - (keys_from - 1)  # rows the earlier pass must give
+    rows = first - keys_from  # rows the earlier pass must give
     if rows <= 0:
         return sums
     if before is None or before.shape[1] < rows:
         raise ValueError(
             f"this pass starts at position {first}: it needs the running totals of an earlier pass over the "
-            f"same tokens up to there ({rows} rows from position {keys_from - 1}), got "
+            f"same tokens up to there ({rows} rows from position {keys_from}), got "
             f"{'none' if before is None else before.shape[1]}"
         )
     earlier = before[:, :rows, : total - keys_from]  # keys at or after `first` get nothing from these rows
@@ -175,7 +176,7 @@ def recording_received_attention(
     attention each position receives: from every later position (`received`), and from the pass's last `tail`
     queries (`answer`: the answer segment's tokens), both reduced as the layer runs.
 
-    `received` holds for the keys from `keys_from` on (default: those after the pass's first query; 0 before).
+    `received` holds for the keys from `keys_from` on (default: those from the pass's first query; 0 before).
     With `keys_from`, the store also keeps each layer's running totals (`sums`, `received_sums`), so that the
     next pass over the same tokens can start where they change: that pass records with this store as
     `previous`. The totals are a heads × T × T map a layer, over the keys from `keys_from`."""
@@ -188,7 +189,7 @@ def recording_received_attention(
             raise RuntimeError("attention weights are not available: run the pass with eager attention")
         layer = module.layer_idx
         total = weights.shape[-1]
-        first_key = keys_from if keys_from is not None else total - weights.shape[-2] + 1
+        first_key = keys_from if keys_from is not None else total - weights.shape[-2]
         if total <= first_key:  # a pass that ends before the keys (the prompt's own pass) tells nothing of them
             return
         sums = received_sums(weights[0], first_key, earlier.get(layer))

@@ -66,7 +66,7 @@ def test_attention_totals_carry_over_to_an_incremental_base_pass(build):
     scorer = PackedScorer(model)
     with recording_received_attention(model, answer, prompt_len) as store:
         base = scorer.base_pass(ids, prompt_len, n)
-    for j in (13, 20, 0, 5):  # successive deletions, each pass from just before the last one
+    for j in (13, 20, 0, 2, 5):  # successive deletions, each pass from just before the last one
         ids, n = torch.cat([ids[: prompt_len + j], ids[prompt_len + j + 1 :]]), n - 1
         with recording_received_attention(model, answer, prompt_len, previous=store) as store:
             base = scorer.base_pass(ids, prompt_len, n, previous=base)
