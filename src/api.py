@@ -20,6 +20,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from exact import GreedyPruner
+from exact.sequence import plain_ids
 from src.data import EMBEDDED, BadInput, load_records, select
 from src.models import load_model
 from src.scale.shards import take_shard
@@ -101,7 +102,7 @@ def load_pruner(*overrides: str) -> GreedyPruner:
 
 def reasoning_length(pruner, record: dict) -> int:
     """Reasoning length in the pruner's tokens (for TokenSkip: its classifier's tokens)."""
-    return len(pruner.tokenizer(record["reasoning"], add_special_tokens=False)["input_ids"])
+    return len(plain_ids(pruner.tokenizer, record["reasoning"]))
 
 
 def read_data(cfg: DictConfig, pruner) -> Iterator[dict | BadInput]:
