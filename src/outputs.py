@@ -5,12 +5,27 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from src.data import BadInput, read_jsonl
 
 log = logging.getLogger(__name__)
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def json_line(row: Any) -> bytes:
+    """`row` as one UTF-8 JSON line. Non-ASCII text stays as it is, except the three characters that
+    Python's `str.splitlines` also breaks lines at (U+0085, U+2028, U+2029): they are escaped, so the
+    line reads back as one line however it is split. Text that is not Unicode (a lone surrogate) raises
+    UnicodeEncodeError before anything is written."""
+    return json.dumps(row, ensure_ascii=False).translate(_LINE_BREAKS).encode("utf-8") + b"\n"
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
+    """Write `rows` to `path`, one `json_line` each."""
+    Path(path).write_bytes(b"".join(map(json_line, rows)))
 
 
 class RecordWriter:
@@ -25,7 +40,7 @@ class RecordWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.done: set[str] = set()
         self._truncate_torn_tail()
-        self._handle = self.path.open("a", encoding="utf-8")
+        self._handle = self.path.open("ab")
 
     def _truncate_torn_tail(self) -> None:
         """Read the ids already written; drop a torn last line, refuse a corrupt line before it."""
@@ -49,7 +64,8 @@ class RecordWriter:
                 handle.write(b"\n")
 
     def write(self, row: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        """Append `row`; a row that cannot be encoded as UTF-8 JSON raises before a byte is written."""
+        self._handle.write(json_line(row))
         self._handle.flush()
         os.fsync(self._handle.fileno())
         self.done.add(str(row["id"]))

@@ -26,7 +26,7 @@ from src.answers import is_correct, split_output
 from src.data import BadInput, read_jsonl
 from src.distill.evaluate import answer_problems, summarize
 from src.generation import Generator, chat_prompts
-from src.outputs import RecordWriter
+from src.outputs import RecordWriter, write_jsonl
 from src.problems import load_benchmark
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,7 @@ def sample_chains(
 def zero_shot(generate: Generator, tokenizer, problems: list[dict], cfg: DictConfig, out: Path) -> dict[str, float]:
     """Greedy answers to the test problems (Table 2), graded, written to zero_shot.jsonl."""
     graded = answer_problems(generate, tokenizer, problems, cfg.benchmark, cfg.teacher.max_new_tokens)
-    with (out / "zero_shot.jsonl").open("w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(g, ensure_ascii=False) + "\n" for g in graded)
+    write_jsonl(out / "zero_shot.jsonl", graded)
     return summarize(graded)
 
 

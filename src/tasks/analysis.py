@@ -10,7 +10,6 @@ numbers behind them into its run directory, and logs both to W&B.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -22,6 +21,7 @@ from src.analysis.export import demo_record
 from src.analysis.retention import distribution, label_runs, plot_distribution, plot_retention, retention
 from src.analysis.runs import read_runs
 from src.analysis.viewer import write_viewer
+from src.outputs import write_jsonl
 from src.tracking import publish, start_tracking
 
 
@@ -94,10 +94,7 @@ def export_demo(cfg: DictConfig) -> list[Path]:
     files = []
     for label, records in runs.items():
         path = out / f"demo-{label}.jsonl"
-        with path.open("w", encoding="utf-8") as handle:
-            for record in records:
-                row = demo_record(record, labels[label][record["id"]])
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        write_jsonl(path, (demo_record(record, labels[label][record["id"]]) for record in records))
         tracker.save(path)
         files.append(path)
     _done(tracker, out, files)

@@ -28,6 +28,7 @@ from src.distill.lengths import match_length
 from src.distill.report import ORIGINAL, ResultsTable, plot_results
 from src.distill.student import evaluate_student, train_student
 from src.models import resolve_model_path
+from src.outputs import write_jsonl
 from src.problems import load_benchmark
 from src.teacher import generate_chains
 from src.tracking import start_tracking
@@ -110,8 +111,7 @@ def sft_sets(
                 )
     (out / "sft").mkdir(parents=True, exist_ok=True)
     for (method, keep), rows in sets.items():
-        with (out / "sft" / f"{_name(method, keep)}.jsonl").open("w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        write_jsonl(out / "sft" / f"{_name(method, keep)}.jsonl", rows)
     return sets
 
 
@@ -156,8 +156,7 @@ def run(cfg: DictConfig) -> dict:
         graded, summary = evaluate_student(
             cfg.student, model, tokenizer, splits["test"], cfg.benchmark, folder, cfg.runtime.progress
         )
-        with (folder / "test.jsonl").open("w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(g, ensure_ascii=False) + "\n" for g in graded)
+        write_jsonl(folder / "test.jsonl", graded)
         row = {
             "method": method,
             "keep": keep,

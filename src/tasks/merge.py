@@ -28,6 +28,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from src.data import BadInput, read_jsonl
+from src.outputs import json_line, write_jsonl
 from src.scale.shards import shard_of
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def copy_records(shard: Shard, out, seen: dict[str, str]) -> list[str]:
             problems.append(f"duplicate id {rid!r}: in {seen[rid]} and {where}")
             continue
         seen[rid] = where
-        out.write((json.dumps(record, ensure_ascii=False) + "\n").encode())
+        out.write(json_line(record))
         shard.records += 1
     return problems
 
@@ -217,7 +218,7 @@ def merge_shards(cfg: DictConfig, out: Path) -> dict[str, Any]:
         raise MergeError(problems)
     os.replace(staging, merged)
     skipped = [entry for shard in shards for entry in shard.skipped]
-    (out / "skipped.jsonl").write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in skipped))
+    write_jsonl(out / "skipped.jsonl", skipped)
     return {
         "records": len(seen),
         "skipped": len(skipped),
