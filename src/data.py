@@ -1,7 +1,8 @@
 """Instances to prune: `{id, question, reasoning, answer}` records from JSONL, GSM8K rows, or the hub.
 
-Reading never stops at a bad line. Each problem becomes a `BadInput` that names the file and line
-(or the record id) and what is wrong, and the caller reports it and moves on.
+Reading never stops at a bad line. Each problem becomes a `BadInput` that names the record's id (when
+one can be read), its file and line, and what is wrong; the caller reports it and moves on. An
+unexpected exception while one line is read or checked is that line's failure (src/errors.py).
 """
 
 from __future__ import annotations
@@ -15,20 +16,45 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import json_repair
+
+from src.errors import ends_job
+
 REQUIRED = ("question", "reasoning", "answer")
 EMBEDDED = ("demo", "easy")  # word problems written for this project, shipped in src/data/
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """`text` with lone surrogates written as `\\udXXX` escapes, so that it can be printed and written as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass
 class BadInput:
-    """An input that cannot be pruned: where it is, and why."""
+    """An input that cannot be pruned: where it is (file:line), why, its id if one could be read, and
+    whether it `failed` (an unexpected exception, src/errors.py) rather than break a rule."""
 
     where: str
     reason: str
+    id: str | None = None
+    failed: bool = False
+
+    def __post_init__(self) -> None:
+        self.where, self.reason = printable(self.where), printable(self.reason)
+        self.id = None if self.id is None else printable(self.id)
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.reason}"
+        place = self.where if self.id is None else f"record {self.id!r} ({self.where})"
+        return f"{place}: {self.reason}"
+
+    @classmethod
+    def from_error(cls, err: Exception, where: str, rid: str | None, stage: str) -> BadInput:
+        """The failure `err`, raised by the record at `where` while `stage` worked on it; re-raises a job error."""
+        if ends_job(err):
+            raise err
+        return cls(where, f"{stage} failed: {type(err).__name__}: {err}", rid, failed=True)
 
 
 class Record(dict):
@@ -40,49 +66,113 @@ class Record(dict):
         self.where = where
 
 
+def readable_id(obj: Any) -> str | None:
+    """The record id `obj` carries, as a string, or None: ids are strings or integers."""
+    rid = obj.get("id") if isinstance(obj, dict) else None
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+        return None
+    try:
+        return str(rid)
+    except ValueError:  # an integer too long to print
+        return None
+
+
+def salvaged_id(text: str) -> str | None:
+    """The id of a line that is not valid JSON (cut short, say), read by repairing it (json-repair), or None."""
+    try:
+        return readable_id(json_repair.loads(text))
+    except Exception:  # noqa: BLE001 - only a courtesy for the skip report; the line is bad input either way
+        return None
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's fields; a key given twice is an error (which value was meant is unknowable)."""
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        seen: set[str] = set()
+        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ValueError(f"duplicate key {printable(repeated)!r}")
+    return obj
+
+
+def parse_line(raw: bytes, first: bool, where: str) -> dict[str, Any] | BadInput | None:
+    """One JSONL line as an object, BadInput, or None when blank."""
+    try:
+        text = raw.decode("utf-8-sig" if first else "utf-8")
+    except UnicodeDecodeError as err:
+        readable = raw.decode("utf-8", "replace")
+        return BadInput(where, f"not valid UTF-8 ({err.reason} at byte {err.start})", salvaged_id(readable))
+    if not text.strip():
+        return None
+    text = text.rstrip("\r\n")  # JSON whitespace; without it a torn line reads as unterminated, as it is
+    try:
+        obj = json.loads(text, object_pairs_hook=unique_keys)
+    except json.JSONDecodeError as err:
+        return BadInput(where, f"not valid JSON ({err.msg}, column {err.colno})", salvaged_id(text))
+    except RecursionError:
+        return BadInput(where, "not readable: JSON nested too deeply")
+    except ValueError as err:  # a duplicate key, or an integer of more than 4300 digits
+        return BadInput(where, f"not valid JSON ({err})", salvaged_id(text))
+    if not isinstance(obj, dict):
+        return BadInput(where, f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | BadInput]]:
     """(line number, object) for each non-blank line of a UTF-8 JSONL file, with or without a byte-order
-    mark (gzipped when it ends in .gz); undecodable or non-object lines become BadInput."""
+    mark (gzipped when it ends in .gz); undecodable, non-object or otherwise unreadable lines become BadInput."""
     path = Path(path)
     with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
         for lineno, raw in enumerate(handle, start=1):
             where = f"{path}:{lineno}"
             try:
-                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as err:
-                yield lineno, BadInput(where, f"not valid UTF-8 ({err.reason} at byte {err.start})")
-                continue
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as err:
-                yield lineno, BadInput(where, f"not valid JSON ({err.msg}, column {err.colno})")
-                continue
-            if not isinstance(obj, dict):
-                yield lineno, BadInput(where, f"expected a JSON object, got {type(obj).__name__}")
-                continue
-            yield lineno, obj
+                obj = parse_line(raw, lineno == 1, where)
+            except Exception as err:  # a record boundary: src/errors.py
+                obj = BadInput.from_error(err, where, None, "reading")
+            if obj is not None:
+                yield lineno, obj
+
+
+def unencodable(obj: dict[str, Any]) -> str | None:
+    """Why `obj` cannot be written as UTF-8 (a lone surrogate, e.g. "\\ud800" in text cut inside an emoji), or None."""
+    for key, value in obj.items():
+        if _SURROGATE.search(key):
+            return f"field name {printable(key)!r} holds a lone surrogate, which is not Unicode text"
+        found = _SURROGATE.search(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+        if found:
+            at = f" at character {found.start()}" if isinstance(value, str) else ""
+            return (
+                f"field {key!r} holds a lone surrogate {printable(found.group())}{at}, which is not Unicode text "
+                "(text cut inside a character?); repair the source"
+            )
+    return None
 
 
 def check_record(obj: dict[str, Any], where: str) -> Record | BadInput:
-    """The record read at `where`, with a string id, or BadInput naming the missing, mistyped or empty field.
+    """The record read at `where`, with a string id, or BadInput naming the missing, mistyped or empty field,
+    or text that is not Unicode (a lone surrogate: rejected, never repaired).
 
     An empty answer is bad input: the Answer objective, log p(answer), means nothing on it.
     """
-    rid = obj.get("id")
-    place = f"record {rid!r} ({where})" if rid is not None else where
+    rid = readable_id(obj)
     for key in REQUIRED:
         if key not in obj:
-            return BadInput(place, f"missing field {key!r}")
+            return BadInput(where, f"missing field {key!r}", rid)
         if not isinstance(obj[key], str):
-            return BadInput(place, f"field {key!r} must be a string, got {type(obj[key]).__name__}")
+            return BadInput(where, f"field {key!r} must be a string, got {type(obj[key]).__name__}", rid)
     for key in ("reasoning", "answer"):
         if not obj[key].strip():
-            return BadInput(place, f"empty {key}")
-    if not isinstance(rid, (str, int)) or isinstance(rid, bool):
-        return BadInput(place, "missing or non-string field 'id'")
-    return Record({**obj, "id": str(rid)}, where)
+            return BadInput(where, f"empty {key}", rid)
+    if "id" not in obj:
+        return BadInput(where, "missing field 'id'")
+    if rid is None:
+        return BadInput(where, f"field 'id' must be a string or an integer, got {type(obj['id']).__name__}")
+    if not rid.strip():
+        return BadInput(where, "empty id", rid)
+    why = unencodable(obj)
+    if why:
+        return BadInput(where, why, rid)
+    return Record({**obj, "id": rid}, where)
 
 
 def split_gsm8k(answer: str) -> tuple[str, str] | None:
@@ -100,10 +190,10 @@ def gsm8k_record(
 ) -> dict[str, Any] | BadInput:
     """A GSM8K row {question, answer: "solution\\n#### N"} as a record; calculator <<…>> notes removed."""
     if not isinstance(row.get("answer"), str):
-        return BadInput(where, "GSM8K row needs a string field 'answer'")
+        return BadInput(where, "GSM8K row needs a string field 'answer'", rid)
     parsed = split_gsm8k(row["answer"])
     if parsed is None:
-        return BadInput(where, "GSM8K answer has no final '#### N' line")
+        return BadInput(where, "GSM8K answer has no final '#### N' line", rid)
     solution, gold = parsed
     return {
         "id": rid,
@@ -164,28 +254,36 @@ def load_records(
         if isinstance(row, BadInput):
             yield row
             continue
-        if format == "gsm8k":
-            rid = gsm8k_id(path, count) if id_prefix is None else f"{id_prefix}{count}"
-            row = gsm8k_record(row, rid, answer_template, where, name)
-        yield row if isinstance(row, BadInput) else check_record(row, where)
+        try:  # a record boundary: src/errors.py
+            if format == "gsm8k":
+                rid = gsm8k_id(path, count) if id_prefix is None else f"{id_prefix}{count}"
+                row = gsm8k_record(row, rid, answer_template, where, name)
+            item = row if isinstance(row, BadInput) else check_record(row, where)
+        except Exception as err:
+            item = BadInput.from_error(err, where, readable_id(row), "checking")
+        yield item
 
 
 def select(
-    items: Iterable[dict[str, Any] | BadInput],
-    n_tokens: Callable[[dict[str, Any]], int],
+    items: Iterable[Record | BadInput],
+    n_tokens: Callable[[Record], int],
     window: Sequence[int] | None = None,
     limit: int | None = None,
-) -> Iterator[dict[str, Any] | BadInput]:
+) -> Iterator[Record | BadInput]:
     """The first `limit` records whose reasoning length (`n_tokens`) lies in `window` = [min, max].
 
-    BadInput passes through for the caller to report.
+    BadInput passes through for the caller to report; so does a record whose length cannot be measured.
     """
     taken = 0
     for item in items:
         if limit is not None and taken >= limit:
             return
         if not isinstance(item, BadInput) and window is not None:
-            if not window[0] <= n_tokens(item) <= window[1]:
+            try:  # a record boundary: src/errors.py
+                inside = window[0] <= n_tokens(item) <= window[1]
+            except Exception as err:
+                item, inside = BadInput.from_error(err, item.where, item["id"], "tokenization"), True
+            if not inside:
                 continue
         taken += not isinstance(item, BadInput)
         yield item

@@ -10,20 +10,19 @@ import json
 import logging
 import time
 from collections.abc import Iterable
-from functools import partial
 from pathlib import Path
 
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from exact import InvalidInstance, PruneResult
+from exact import PruneResult
 from exact.keep import check_keep_fraction
 from src.api import build_pruner, read_data, setup_runtime
 from src.checkpoint import PartialStates
-from src.data import BadInput
+from src.data import BadInput, Record
 from src.labels import labelled_ids
 from src.outputs import RecordWriter
-from src.pruning import checkpointing, new_counts, prune_item, record_metrics, records_to_prune, report_skip
+from src.pruning import SkipReport, at_record_boundary, new_counts, prune_item, record_metrics, records_to_prune
 from src.tracking import start_tracking
 
 log = logging.getLogger(__name__)
@@ -57,33 +56,35 @@ def advance(bar: tqdm):
 
 def prune_records(
     pruner,
-    items: Iterable[dict | BadInput],
+    items: Iterable[Record | BadInput],
     cfg: DictConfig,
     writer: RecordWriter,
     partials: PartialStates,
     tracker,
 ) -> dict:
-    """Prune every item not yet in `writer`, each from its partial state if saved; skip bad ones. Returns counts."""
-    out = Path(cfg.output_dir)
+    """Prune and write every item not yet in `writer`, each from its partial state if saved; report bad input
+    and failed records and go on (src/errors.py). Returns the counts."""
     counts = new_counts()
+    skip = SkipReport(cfg.output_dir, counts, cfg.runtime.max_consecutive_failures)
     progress = cfg.runtime.progress
-    todo = records_to_prune(items, writer.done, partial(report_skip, out, counts=counts), counts, partials)
+    todo = records_to_prune(items, writer.done, skip, counts, partials)
     for item in tqdm(todo, desc="records", unit="rec", total=cfg.data.limit, disable=not progress):
-        rid = item["id"]
-        checkpoint = checkpointing(pruner, item, cfg, partials)
-        resumed = checkpoint.get("resume")
-        if resumed is not None:
-            log.info("record %r: continuing after %d deletions", rid, len(resumed.deletion_order))
-        try:
-            with tqdm(desc=rid, unit="del", leave=False, disable=not progress) as bar:
-                result = prune_item(pruner, item, cfg, on_step=advance(bar), **checkpoint)
-        except InvalidInstance as err:
-            report_skip(out, BadInput(f"record {rid!r}", str(err)), counts, record_id=rid)
+
+        def prune_and_write(item: Record = item) -> tuple[PruneResult, bool]:
+            with tqdm(desc=item["id"], unit="del", leave=False, disable=not progress) as bar:
+                result, continued = prune_item(pruner, item, cfg, partials, on_step=advance(bar))
+            writer.write(result.record.to_json())
+            return result, continued
+
+        outcome = at_record_boundary(item, prune_and_write)
+        if isinstance(outcome, BadInput):
+            skip(outcome)
             continue
-        writer.write(result.record.to_json())
-        partials.remove(rid)
+        result, continued = outcome
+        skip.pruned()
+        partials.remove(item["id"])
         counts["pruned"] += 1
-        counts["continued"] += resumed is not None
+        counts["continued"] += continued
         tracker.log(record_metrics(result.record.to_json()))
         if cfg.show_chains:
             tqdm.write(describe(result, min(cfg.pruner.prune.keep_fractions)))
@@ -96,7 +97,6 @@ def run(cfg: DictConfig) -> dict:
     setup_runtime(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "skipped.jsonl").unlink(missing_ok=True)  # every run reports its bad input afresh
     began = time.perf_counter()
     tracker = start_tracking(cfg, out, "prune")
     partials = PartialStates(out, cfg.runtime.checkpoint_every_s)
@@ -118,7 +118,8 @@ def run(cfg: DictConfig) -> dict:
     tracker.finish()
     where = f" on {cfg.runtime.workers} Ray workers" if on_ray else ""
     continued = f" ({counts['continued']} continued from a partial state)" if counts["continued"] else ""
-    done = f"{counts['already_done']} already done, {counts['skipped']} skipped"
+    failed = f" ({counts['failed']} of them failed)" if counts["failed"] else ""
+    done = f"{counts['already_done']} already done, {counts['skipped']} skipped{failed}"
     print(f"\n{counts['pruned']} pruned{where}{continued}, {done}.")
     print(f"Run directory: {out}  (records.jsonl, summary.json{', skipped.jsonl' if counts['skipped'] else ''})")
     if tracker.location:

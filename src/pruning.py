@@ -1,34 +1,69 @@
 """The prune job's per-record pieces, shared by both runtimes (one process: src/prune_job.py; Ray:
 src/scale/ray_prune.py): which records are still to do, the call that prunes one, skip reports, and
-the metrics logged per record."""
+the metrics logged per record.
+
+Each record is pruned and written inside a record boundary (`at_record_boundary`): the record's failure
+is reported in skipped.jsonl and the job goes on, unless src/errors.py says it ends the job.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig
 
-from exact import GreedyPruner
+from exact import GreedyPruner, InvalidInstance
 from exact.result import PruneResult
 from src.api import prune_options
 from src.checkpoint import PartialStates, fingerprint
 from src.data import BadInput, Record
+from src.errors import FailureStreak
+from src.outputs import json_line
 
 log = logging.getLogger(__name__)
 INPUT_FIELDS = ("id", "question", "reasoning", "answer")
+T = TypeVar("T")
 
 
 def new_counts() -> dict[str, int]:
-    """The job's counts: pruned now, already done before, continued from a partial state, skipped."""
-    return {"pruned": 0, "already_done": 0, "continued": 0, "skipped": 0}
+    """The job's counts: pruned now, already done before, continued from a partial state, skipped (of which
+    `failed`: an exception rather than bad input)."""
+    return {"pruned": 0, "already_done": 0, "continued": 0, "skipped": 0, "failed": 0}
+
+
+class SkipReport:
+    """Reports skipped records: a warning, a line `{id, where, reason}` in the run's skipped.jsonl (rewritten
+    by every run), the `skipped` and `failed` counts, and the streak of failures that ends a job."""
+
+    def __init__(self, out: str | Path, counts: dict[str, int], max_consecutive_failures: int):
+        self.path = Path(out) / "skipped.jsonl"
+        self.path.unlink(missing_ok=True)  # every run reports its bad input afresh
+        self.counts = counts
+        self.streak = FailureStreak(max_consecutive_failures)
+
+    def __call__(self, bad: BadInput) -> None:
+        log.warning("skipping %s", bad)
+        with self.path.open("ab") as handle:
+            handle.write(json_line({"id": bad.id, "where": bad.where, "reason": bad.reason}))
+        self.counts["skipped"] += 1
+        if bad.failed:
+            self.counts["failed"] += 1
+            self.streak.failed(str(bad))
+
+    def pruned(self) -> None:
+        """A record was pruned: the failures before it were not in a row with those after it."""
+        self.streak.succeeded()
 
 
 def records_to_prune(
-    items: Iterable[Record | BadInput], done: set[str], skip, counts: dict[str, int], partials: PartialStates
+    items: Iterable[Record | BadInput],
+    done: set[str],
+    skip: SkipReport,
+    counts: dict[str, int],
+    partials: PartialStates,
 ) -> Iterator[Record]:
     """The records still to prune. Bad input and repeated ids (named with both places) go to `skip`; ids in
     `done` count as already done."""
@@ -39,7 +74,7 @@ def records_to_prune(
             continue
         rid = item["id"]
         if rid in seen:
-            skip(BadInput(f"record {rid!r} ({item.where})", f"duplicate id (first at {seen[rid]})"), record_id=rid)
+            skip(BadInput(item.where, f"duplicate id (first at {seen[rid]})", rid))
             continue
         seen[rid] = item.where
         if rid in done:
@@ -60,26 +95,36 @@ def checkpointing(pruner, item: dict, cfg: DictConfig, partials: PartialStates) 
     return {"resume": partials.load(item["id"], key), "on_state": partials.saver(item["id"], key)}
 
 
-def prune_item(pruner, item: dict[str, Any], cfg: DictConfig, **options) -> PruneResult:
-    """Prune one record with the job's `pruner.prune` settings; its other input fields are carried through."""
-    return pruner.prune(
+def prune_item(pruner, item: Record, cfg: DictConfig, partials: PartialStates, **options) -> tuple[PruneResult, bool]:
+    """Prune one record with the job's `pruner.prune` settings, continuing its saved state if any; its other
+    input fields are carried through. Returns the result and whether it continued a saved state."""
+    rid = item["id"]
+    checkpoint = checkpointing(pruner, item, cfg, partials)
+    resumed = checkpoint.get("resume")
+    if resumed is not None:
+        log.info("record %r: continuing after %d deletions", rid, len(resumed.deletion_order))
+    result = pruner.prune(
         item["question"],
         item["reasoning"],
         item["answer"],
-        id=item["id"],
+        id=rid,
         extra={k: v for k, v in item.items() if k not in INPUT_FIELDS},
         **prune_options(cfg),
+        **checkpoint,
         **options,
     )
+    return result, resumed is not None
 
 
-def report_skip(out: Path, bad: BadInput, counts: dict, record_id: str | None = None) -> None:
-    """Bad input: a warning, a line in skipped.jsonl ({id, where, reason}), and the `skipped` count."""
-    log.warning("skipping %s", bad)
-    counts["skipped"] += 1
-    line = {"id": record_id, "where": bad.where, "reason": bad.reason}
-    with (out / "skipped.jsonl").open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+def at_record_boundary(item: Record, work: Callable[[], T]) -> T | BadInput:
+    """`work()` on `item`, or the record's BadInput: an invalid instance, or its failure (an unexpected
+    exception; src/errors.py, which raises the errors that end the job)."""
+    try:
+        return work()
+    except InvalidInstance as err:
+        return BadInput(item.where, str(err), item["id"])
+    except Exception as err:
+        return BadInput.from_error(err, item.where, item["id"], "pruning")
 
 
 def record_metrics(record: dict[str, Any]) -> dict[str, float]:

@@ -49,26 +49,63 @@ def good(rid: str) -> bytes:
     return json.dumps({"id": rid, "question": "q", "reasoning": "r r", "answer": "a"}).encode()
 
 
+def fields(**given) -> bytes:
+    """A JSON object of the four fields, `given` replacing or adding to them (written as they come)."""
+    body = {"id": '"x"', "question": '"q"', "reasoning": '"r"', "answer": '"a"', **given}
+    return ("{" + ", ".join(f'"{key}": {value}' for key, value in body.items()) + "}").encode()
+
+
 @pytest.mark.parametrize(
-    "line, reason",
+    "line, reason, rid",
     [
-        (b'{"id": "x", "question": "q", "reasoning": "r"', "not valid JSON"),
-        (b'{"id": "x", "question": "q", "answer": "a"}', "missing field 'reasoning'"),
-        (b'{"id": "x", "question": "q", "reasoning": 5, "answer": "a"}', "field 'reasoning' must be a string, got int"),
-        (b'{"id": "x", "question": "q", "reasoning": "   ", "answer": "a"}', "empty reasoning"),
-        (b'{"id": "x", "question": "q", "reasoning": "r", "answer": " "}', "empty answer"),
-        (b'{"id": "x", "question": "q", "reasoning": "caf\xe9", "answer": "a"}', "not valid UTF-8"),
-        (b'["a list"]', "expected a JSON object, got list"),
-        (b'{"question": "q", "reasoning": "r", "answer": "a"}', "missing or non-string field 'id'"),
+        (b'{"id": "x", "question": "q", "reasoning": "r"', "not valid JSON", "x"),  # the id of a torn line is read
+        (b'{"id": "x", "question": "q", "answer": "a"}', "missing field 'reasoning'", "x"),
+        (fields(reasoning="5"), "field 'reasoning' must be a string, got int", "x"),
+        (fields(reasoning='"   "'), "empty reasoning", "x"),
+        (fields(answer='" "'), "empty answer", "x"),
+        (b'{"id": "x", "question": "q", "reasoning": "caf\xe9", "answer": "a"}', "not valid UTF-8", "x"),
+        (b'["a list"]', "expected a JSON object, got list", None),
+        (b'{"question": "q", "reasoning": "r", "answer": "a"}', "missing field 'id'", None),
+        (fields(id="true"), "field 'id' must be a string or an integer, got bool", None),
+        (fields(id='" "'), "empty id", " "),
+        (fields(question="[" * 5000 + "]" * 5000), "JSON nested too deeply", None),
+        (b'{"id": "x", "question": "q", "reasoning": "r", "reasoning": 5, "answer": "a"}', "duplicate key", "x"),
+        (fields(id="7" * 5000), "Exceeds the limit (4300 digits)", "7" * 5000),
+        (fields(reasoning='"a \\ud800 b"'), "field 'reasoning' holds a lone surrogate \\ud800 at character 2", "x"),
+        (fields(m='{"\\udfff": 1}'), "field 'm' holds a lone surrogate", "x"),
+        (fields(**{"\\udfff": "1"}), "field name '\\\\udfff' holds a lone surrogate", "x"),
     ],
 )
-def test_bad_line_is_reported_with_its_place_and_the_rest_still_read(tmp_path, line, reason):
+def test_bad_line_is_reported_with_its_place_and_the_rest_still_read(tmp_path, line, reason, rid):
     path = write_lines(tmp_path / "in.jsonl", [good("a"), line, good("b")])
     items = list(load_records(str(path)))
     assert [i["id"] for i in items if not isinstance(i, BadInput)] == ["a", "b"]
     (bad,) = [i for i in items if isinstance(i, BadInput)]
     assert reason in bad.reason
-    assert "in.jsonl:2" in bad.where
+    assert (bad.where, bad.id, bad.failed) == (f"{path}:2", rid, False)
+    json.dumps(vars(bad), ensure_ascii=False).encode("utf-8")  # printable: no lone surrogate in a report
+
+
+def test_an_unexpected_error_on_one_record_is_its_failure_and_a_job_error_is_raised(tmp_path):
+    path = write_lines(tmp_path / "in.jsonl", [good("a"), good("bb"), good("c")])
+
+    def length(record) -> int:
+        if record["id"] == "bb":
+            raise TypeError("TextEncodeInput must be Union[...]")
+        return 3
+
+    items = list(select(load_records(str(path)), length, window=[1, 10]))
+    assert [i["id"] if isinstance(i, dict) else (i.id, i.where, i.reason, i.failed) for i in items] == [
+        "a",
+        ("bb", f"{path}:2", "tokenization failed: TypeError: TextEncodeInput must be Union[...]", True),
+        "c",
+    ]
+
+    def full_disk(record) -> int:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        list(select(load_records(str(path)), full_disk, window=[1, 10]))
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])

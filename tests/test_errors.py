@@ -10,8 +10,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
+from test_run import prune_overrides
 
-from src.run import TASKS, error_line, is_known_error
+from src.errors import error_line, is_known_error
+from src.run import TASKS
 from surrogate.features import feature_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,16 +29,8 @@ def run_cli(*overrides: str, full_error: bool = False) -> subprocess.CompletedPr
 
 
 def test_a_missing_data_file_is_one_line_without_a_traceback(tmp_path, tiny_model_dir):
-    done = run_cli(
-        "+experiment=prune",
-        "model=hf",
-        f"model.path={tiny_model_dir}",
-        "data=jsonl",
-        f"data.path={tmp_path / 'no-such-file.jsonl'}",
-        "logger=none",
-        "runtime.progress=false",
-        f"hydra.run.dir={tmp_path / 'run'}",
-    )
+    missing = tmp_path / "no-such-file.jsonl"
+    done = run_cli(*prune_overrides(tiny_model_dir, missing, f"hydra.run.dir={tmp_path / 'run'}"))
     assert done.returncode == 1
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "no-such-file.jsonl" in lines[0]

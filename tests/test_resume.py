@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_greedy import segments
-from test_run import records_file, row
+from test_run import prune_overrides, records_file, row
 
 from exact.greedy import GreedyTrace, greedy_prune
 from exact.scorers import NaiveScorer, PackedScorer
@@ -148,20 +148,14 @@ def without_timing(record: dict) -> dict:
 
 def test_killed_prune_run_continues_inside_its_record(tmp_path, tiny_model_dir):
     data = records_file(tmp_path, [row(rid, text) for rid, text in REASONING.items()])
-    overrides = [
-        "+experiment=prune",
-        "model=hf",
-        f"model.path={tiny_model_dir}",
-        "data=jsonl",
-        f"data.path={data}",
-        "logger=none",
-        "runtime.progress=false",
+    overrides = prune_overrides(
+        tiny_model_dir,
+        data,
         "runtime.checkpoint_every_s=0",
         "runtime.num_threads=1",  # the same arithmetic in this process and in the runs
-        "pruner.prune.keep_fractions=[0.5]",
         "pruner.prune.prune_to_end=true",
         "pruner.prune.record_scores=true",
-    ]
+    )
     threads = torch.get_num_threads()
     try:
         reference_cfg = compose_config(*overrides, f"output_dir={tmp_path / 'reference'}")

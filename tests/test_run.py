@@ -54,19 +54,23 @@ def records_file(tmp_path: Path, rows: list) -> Path:
     return path
 
 
-def prune_config(tiny_model_dir: str, data: Path, out: Path, *extra: str):
-    return compose_config(
+def prune_overrides(tiny_model_dir: str, data: Path, *extra: str) -> list[str]:
+    """The overrides of a quiet prune job of `data` on the tiny model, keep 0.5; for the command line too."""
+    return [
         "+experiment=prune",
         "model=hf",
         f"model.path={tiny_model_dir}",
         "data=jsonl",
         f"data.path={data}",
-        f"output_dir={out}",
         "logger=none",
         "runtime.progress=false",
         "pruner.prune.keep_fractions=[0.5]",
         *extra,
-    )
+    ]
+
+
+def prune_config(tiny_model_dir: str, data: Path, out: Path, *extra: str):
+    return compose_config(*prune_overrides(tiny_model_dir, data, f"output_dir={out}", *extra))
 
 
 def row(rid: str, reasoning: str = "2 + 2 = 4.") -> dict:
@@ -101,9 +105,9 @@ def test_prune_runs_resumes_and_skips_bad_records(tmp_path, tiny_model_dir):
         "reasoning has 40 tokens",
         "duplicate id",
     ]
-    assert "input.jsonl:2" in reasons[0]["where"] and "'b'" in reasons[1]["where"] and "'c'" in reasons[2]["where"]
-    assert [r["id"] for r in reasons] == [None, None, "c", "a"]  # what merge reads; a bad line has no id
-    assert "input.jsonl:" in reasons[3]["where"] and "(first at " in reasons[3]["reason"]  # both places named
+    assert [r["where"].rsplit("/", 1)[-1] for r in reasons] == [f"input.jsonl:{line}" for line in (2, 3, 4, 5)]
+    assert [r["id"] for r in reasons] == ["broken", "b", "c", "a"]  # what merge reads; read from a torn line too
+    assert reasons[3]["reason"].endswith("input.jsonl:1)")  # a duplicate names both places
 
     third = run_task(prune_config(tiny_model_dir, data, out, "data.max_reasoning_tokens=30"))
     assert third["pruned"] == 0 and third["already_done"] == 2

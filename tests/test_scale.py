@@ -249,3 +249,27 @@ def test_ray_workers_give_the_single_process_records_and_resume(ray_cluster, tmp
     assert comparable(out / "records.jsonl") == comparable(single / "records.jsonl")
     assert skipped(out / "skipped.jsonl") == skipped(single / "skipped.jsonl")
     assert json.loads((out / "summary.json").read_text())["pruned"] == 2
+
+
+def test_a_ray_worker_reports_a_records_failure_and_raises_a_job_error(tmp_path, tiny_model_dir, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from exact import GreedyPruner
+    from src.scale.ray_prune import PruneWorker
+
+    cfg = prune_config(tiny_model_dir, tmp_path / "unused.jsonl", tmp_path / "run", "runtime=ray", *SETTINGS)
+    worker = PruneWorker(OmegaConf.to_container(cfg, resolve=True))
+    prune, errors = GreedyPruner.prune, {"b": RuntimeError("boom"), "c": OSError(28, "No space left on device")}
+
+    def flaky(self, *args, id: str = "", **kwargs):
+        if id in errors:
+            raise errors[id]
+        return prune(self, *args, id=id, **kwargs)
+
+    monkeypatch.setattr(GreedyPruner, "prune", flaky)
+    batch = {"item": [json.dumps(row(rid)) for rid in "ab"], "where": ["in.jsonl:1", "in.jsonl:2"]}
+    out = worker(batch)
+    assert out["id"] == ["a", "b"] and json.loads(out["record"][0])["id"] == "a" and out["record"][1] == ""
+    assert out["skip"] == ["", "pruning failed: RuntimeError: boom"] and out["failed"] == [False, True]
+    with pytest.raises(OSError, match="No space left"):
+        worker({"item": [json.dumps(row("c"))], "where": ["in.jsonl:3"]})

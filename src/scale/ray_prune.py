@@ -21,7 +21,6 @@ suffices on one machine or on a cluster sharing the file system (else install th
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -33,12 +32,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from exact import InvalidInstance
 from src.api import build_pruner, setup_runtime
 from src.checkpoint import PartialStates
-from src.data import BadInput
-from src.outputs import RecordWriter
-from src.pruning import checkpointing, new_counts, prune_item, record_metrics, records_to_prune, report_skip
+from src.data import BadInput, Record
+from src.outputs import RecordWriter, json_line
+from src.pruning import SkipReport, at_record_boundary, new_counts, prune_item, record_metrics, records_to_prune
 from src.scale.inputs import selected_items
 from src.tracking import Tracker
 
@@ -51,7 +49,8 @@ class PruneWorker:
     """A Ray Data callable class: builds the pruner once, then prunes each batch of JSON-encoded records.
 
     Returns per record its id, either `record` (the record's JSON line) or `skip` (why the instance
-    cannot be pruned; the other column is an empty string), and whether it `continued` a saved state.
+    cannot be pruned; the other column is an empty string), whether the skip `failed` (an exception,
+    not bad input: src/errors.py), and whether it `continued` a saved state.
     """
 
     def __init__(self, config: dict[str, Any]):
@@ -65,24 +64,23 @@ class PruneWorker:
         self.partials = PartialStates(self.cfg.output_dir, self.cfg.runtime.checkpoint_every_s)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        out: dict[str, list] = {"id": [], "record": [], "skip": [], "continued": []}
-        for text in batch["item"]:
-            item = json.loads(text)
-            checkpoint = checkpointing(self.pruner, item, self.cfg, self.partials)
-            record, skip = self.prune(item, checkpoint)
+        out: dict[str, list] = {"id": [], "record": [], "skip": [], "failed": [], "continued": []}
+        for text, where in zip(batch["item"], batch["where"]):
+            item = Record(json.loads(text), where)
+            outcome = at_record_boundary(item, lambda item=item: self.prune(item))
+            skipped = isinstance(outcome, BadInput)
             out["id"].append(item["id"])
-            out["record"].append(json.dumps(record, ensure_ascii=False) if record else "")
-            out["skip"].append(skip)
-            out["continued"].append(checkpoint.get("resume") is not None)
+            out["record"].append("" if skipped else outcome[0])
+            out["skip"].append(outcome.reason if skipped else "")
+            out["failed"].append(skipped and outcome.failed)
+            out["continued"].append(not skipped and outcome[1])
         return out
 
-    def prune(self, item: dict[str, Any], checkpoint: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-        """(the finished record, "") or (None, why it was skipped)."""
-        try:
-            result = prune_item(self.pruner, item, self.cfg, **checkpoint)
-        except InvalidInstance as err:
-            return None, str(err)
-        return result.record.to_json(), ""
+    def prune(self, item: Record) -> tuple[str, bool]:
+        """The finished record as a JSON line (encoded here: a record that cannot be written fails inside its
+        boundary), and whether it continued a saved state."""
+        result, continued = prune_item(self.pruner, item, self.cfg, self.partials)
+        return json_line(result.record.to_json()).decode("utf-8"), continued
 
 
 def require_ray() -> None:
@@ -125,11 +123,12 @@ def ray_cluster(runtime: DictConfig) -> Iterator[None]:
         ray.shutdown()
 
 
-def prune_on_ray(todo: list[dict[str, Any]], cfg: DictConfig) -> Iterator[dict[str, str]]:
-    """Rows {id, record, skip, continued} for the records in `todo`, in the order they finish.
+def prune_on_ray(todo: list[Record], cfg: DictConfig) -> Iterator[dict[str, Any]]:
+    """Rows {id, record, skip, failed, continued} for the records in `todo`, in the order they finish.
 
-    An exception in a worker ends the run (records already written stay); an actor that dies (killed, out
-    of memory) is restarted and its record retried, up to `runtime.max_restarts` times per actor.
+    A record's failure comes back as a skip; an error that ends the job (src/errors.py) ends the run
+    (records already written stay); an actor that dies (killed, out of memory) is restarted and its
+    record retried, up to `runtime.max_restarts` times per actor.
     """
     import ray
     from ray.data import ActorPoolStrategy, DataContext
@@ -138,7 +137,7 @@ def prune_on_ray(todo: list[dict[str, Any]], cfg: DictConfig) -> Iterator[dict[s
     runtime = cfg.runtime
     resources = worker_resources(runtime, ray.cluster_resources().get("GPU", 0))
     log.info("pruning %d records on %d Ray workers, each with %s", len(todo), runtime.workers, resources)
-    items = [{"item": json.dumps(item, ensure_ascii=False)} for item in todo]
+    items = [{"item": json.dumps(item, ensure_ascii=False), "where": item.where} for item in todo]
     dataset = ray.data.from_items(items, override_num_blocks=len(items))  # one record per block: per-record results
     results = dataset.map_batches(
         PruneWorker,
@@ -159,18 +158,20 @@ def prune_records_on_ray(
     """Prune every selected record not yet in `writer` on Ray; report and skip bad ones. Returns the counts."""
     require_ray()
     counts = new_counts()
-    skip = functools.partial(report_skip, out, counts=counts)
+    skip = SkipReport(out, counts, cfg.runtime.max_consecutive_failures)
     todo = list(records_to_prune(selected_items(cfg), writer.done, skip, counts, partials))
     if not todo:
         return counts
+    where = {item["id"]: item.where for item in todo}
     with ray_cluster(cfg.runtime):
         rows = prune_on_ray(todo, cfg)
         for row in tqdm(rows, desc="records", unit="rec", total=len(todo), disable=not cfg.runtime.progress):
             if row["skip"]:
-                skip(BadInput(f"record {row['id']!r}", row["skip"]), record_id=row["id"])
+                skip(BadInput(where[row["id"]], row["skip"], row["id"], failed=bool(row["failed"])))
                 continue
             record = json.loads(row["record"])
             writer.write(record)
+            skip.pruned()
             partials.remove(record["id"])
             counts["pruned"] += 1
             counts["continued"] += bool(row["continued"])

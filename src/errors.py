@@ -1,0 +1,104 @@
+"""What an error does to a job, decided in one place, by exception type.
+
+A job works through its records one at a time. An exception raised while it reads, checks, tokenizes,
+prunes or writes one record is that record's **failure**: the record goes to skipped.jsonl as
+`{id, where, reason}` and the job moves on to the next. Three kinds of error end the whole job
+instead, even when raised inside a record:
+
+- `JOB_ERRORS`, which concern every record: the file system (`OSError`: a full disk, a read-only or
+  missing run directory), the model (`ModelNotFound`), the config (`MissingMandatoryValue`),
+  another job on the run directory (`RunDirInUse`), and `TooManyFailures`;
+- `TooManyFailures`: `runtime.max_consecutive_failures` records failed in a row, which means a bug or a
+  broken setup rather than bad input;
+- anything at all with `HYDRA_FULL_ERROR=1`, so that a failing record shows its traceback.
+
+`KeyboardInterrupt` and `SystemExit` are never caught. A job ended by a known error (`is_known_error`)
+prints one line, `error: …`, and exits with status 1; any other error keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from omegaconf.errors import MissingMandatoryValue
+
+from src.models import ModelNotFound
+
+PROJECT_PACKAGES = tuple(Path(__file__).resolve().parents[1] / name for name in ("src", "exact", "surrogate"))
+
+
+class RunDirInUse(RuntimeError):
+    """Another live job holds the run directory (src/rundir.py)."""
+
+
+class TooManyFailures(RuntimeError):
+    """Too many records failed in a row: the job stops rather than skip every record."""
+
+
+JOB_ERRORS = (OSError, ModelNotFound, MissingMandatoryValue, RunDirInUse, TooManyFailures)
+
+
+def full_errors() -> bool:
+    """Whether `HYDRA_FULL_ERROR=1` asks for every traceback (a record's failure then ends the job)."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def ends_job(err: Exception) -> bool:
+    """Whether `err`, raised while a job works on one record, ends the job rather than skip the record."""
+    return isinstance(err, JOB_ERRORS) or full_errors()
+
+
+def raised_by_project(err: BaseException) -> bool:
+    """Whether the innermost frame of `err`'s traceback is the project's own code (not a library's)."""
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    where = Path(tb.tb_frame.f_code.co_filename).resolve()
+    return any(where.is_relative_to(package) for package in PROJECT_PACKAGES)
+
+
+def is_known_error(err: BaseException) -> bool:
+    """An error that ends a job with one line: a job error, or a ValueError the project raised itself (bad
+    input or an invalid config value). A ValueError from inside a library is a bug: it keeps its trace."""
+    return isinstance(err, JOB_ERRORS) or (isinstance(err, ValueError) and raised_by_project(err))
+
+
+def error_line(err: BaseException) -> str:
+    """What the user reads for a known error."""
+    if isinstance(err, MissingMandatoryValue):
+        return f"error: config value {err.full_key} is not set; give it on the command line: {err.full_key}=..."
+    return f"error: {err}"
+
+
+def exit_on_known_error(err: BaseException) -> None:
+    """End the process with `error_line(err)` and status 1 if `err` is known; otherwise return (to re-raise)."""
+    if is_known_error(err) and not full_errors():
+        print(error_line(err), file=sys.stderr)
+        sys.exit(1)
+
+
+class FailureStreak:
+    """Counts records that failed in a row; the `limit`-th raises TooManyFailures (0: never)."""
+
+    def __init__(self, limit: int):
+        if limit < 0:
+            raise ValueError(f"runtime.max_consecutive_failures must be 0 (no limit) or more, got {limit}")
+        self.limit = limit
+        self.length = 0
+
+    def failed(self, what: str) -> None:
+        """One more failure in a row; `what` names it (record, place and reason) for the error."""
+        self.length += 1
+        if self.limit and self.length >= self.limit:
+            raise TooManyFailures(
+                f"{self.length} records in a row failed, the last {what}; that is a bug or a broken setup, "
+                "not bad input: see skipped.jsonl, rerun with HYDRA_FULL_ERROR=1 for the traceback, "
+                "or raise runtime.max_consecutive_failures"
+            )
+
+    def succeeded(self) -> None:
+        self.length = 0
