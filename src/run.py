@@ -1,8 +1,9 @@
 """The one entry point: `python -m src.run +experiment=NAME key=value ...`.
 
-A known error (bad input or configuration the user can fix, a full disk) ends the job with one line on
-stderr and exit status 1; any other exception, or any error with `HYDRA_FULL_ERROR=1`, shows its
-traceback (src/errors.py draws the line).
+A known error (bad input or configuration the user can fix, a full disk, another job on the run
+directory) ends the job with one line on stderr and exit status 1; any other exception, or any error
+with `HYDRA_FULL_ERROR=1`, shows its traceback (src/errors.py draws the line). A job holds its run
+directory (src/rundir.py) while it runs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from src.errors import exit_on_known_error
+from src.rundir import holding_run_dir
 
 TASKS = {
     "prune": "src.prune_job",
@@ -39,7 +41,9 @@ def run_task(cfg: DictConfig):
     if cfg.task not in TASKS:
         raise ValueError(f"unknown task {cfg.task!r}; expected one of {sorted(TASKS)}")
     module, _, function = TASKS[cfg.task].partition(":")
-    return getattr(importlib.import_module(module), function or "run")(cfg)
+    task = getattr(importlib.import_module(module), function or "run")
+    with holding_run_dir(cfg):
+        return task(cfg)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
