@@ -87,11 +87,11 @@ def salvaged_id(text: str) -> str | None:
 
 def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object's fields; a key given twice is an error (which value was meant is unknowable)."""
-    obj = dict(pairs)
-    if len(obj) < len(pairs):
-        seen: set[str] = set()
-        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise ValueError(f"duplicate key {printable(repeated)!r}")
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {printable(key)!r}")
+        obj[key] = value
     return obj
 
 

@@ -107,3 +107,15 @@ def test_an_output_directory_that_cannot_be_made_ends_the_job_with_one_line(tmp_
     assert (
         len(lines) == 1 and lines[0].startswith("error: [Errno 20] Not a directory") and "Traceback" not in done.stderr
     )
+
+
+def test_a_file_system_without_locks_warns_and_runs_unlocked(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with run_dir_lock(tmp_path), run_dir_lock(tmp_path):
+        assert "the file system cannot lock" in caplog.text
