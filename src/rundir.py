@@ -1,9 +1,10 @@
 """One live job per run directory: an advisory lock on `<run dir>/.lock`, held while the job runs.
 
 Two jobs writing one run directory (a double launch, a Slurm requeue while the first still runs) would
-prune every record twice. The second is refused instead, before it touches anything in the directory:
-`python -m src.run` takes the lock as Hydra starts the run (`LockRunDir`, before Hydra writes its
-.hydra/ files and log), and `run_task` takes it for a job started in-process.
+prune every record twice. The second is refused instead, before it touches the run's files: a single
+run of `python -m src.run` takes the lock as Hydra starts it (`LockRunDir`, before Hydra writes its
+.hydra/ files and log), and `run_task` takes it for a job started in-process or by a multirun launcher
+(the Slurm one), where Hydra has already saved .hydra/ for the job by then.
 
 The lock is `flock`, which the kernel drops when the holding process ends, however it ends, so a killed
 job leaves no stale lock: the lock file stays, and the next job on the directory takes it and resumes.
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
 NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)  # the file system cannot lock
-_held: dict[str, int | None] = {}  # run directory (real path) -> the lock file's descriptor (None: unlocked)
+_held: dict[str, int | None] = {}  # run directory (real path) -> the lock file's descriptor (None: unlocked);
+# per process: two threads of one process running jobs on one directory are not kept apart
 
 
 def holder(lock_file: Path) -> str:
@@ -69,9 +71,22 @@ def acquire(folder: Path) -> int | None:
             return None
         raise
     since = time.strftime("%Y-%m-%d %H:%M:%S")
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since}).encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since}).encode(), 0)
+    except BaseException:  # a full disk: let go of the lock with the descriptor
+        os.close(fd)
+        raise
     return fd
+
+
+def hold(folder: str | Path) -> bool:
+    """Take `folder`'s lock for this process unless it holds it already; whether it took it now."""
+    key = os.path.realpath(folder)
+    if key in _held:
+        return False
+    _held[key] = acquire(Path(folder))
+    return True
 
 
 def release(folder: Path) -> None:
@@ -84,16 +99,12 @@ def release(folder: Path) -> None:
 @contextmanager
 def run_dir_lock(folder: str | Path) -> Iterator[None]:
     """Hold `folder`'s lock for the `with` block; a no-op where this process holds it already."""
-    folder = Path(folder)
-    key = os.path.realpath(folder)
-    if key in _held:
-        yield
-        return
-    _held[key] = acquire(folder)
+    took = hold(folder)
     try:
         yield
     finally:
-        release(folder)
+        if took:
+            release(Path(folder))
 
 
 @contextmanager
@@ -117,7 +128,7 @@ class LockRunDir(Callback):
         if folder is None:
             return
         try:
-            _held[os.path.realpath(folder)] = acquire(Path(folder))
+            hold(folder)
         except Exception as err:
             exit_on_known_error(err)
             raise
