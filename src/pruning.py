@@ -16,11 +16,12 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig
 
 from exact import GreedyPruner, InvalidInstance
+from exact.keep import check_keep_fraction, n_deletions
 from exact.result import PruneResult
 from src.api import prune_options
 from src.checkpoint import PartialStates, fingerprint
 from src.data import BadInput, Record
-from src.errors import FailureStreak
+from src.errors import FailureStreak, TooManyFailures
 from src.outputs import json_line
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,15 @@ def new_counts() -> dict[str, int]:
 
 class SkipReport:
     """Reports skipped records: a warning, a line `{id, where, reason}` in the run's skipped.jsonl (rewritten
-    by every run), the `skipped` and `failed` counts, and the streak of failures that ends a job."""
+    by every run), the `skipped` and `failed` counts, and the failures that end a job (src/errors.py):
+    `max_consecutive_failures` in a row at triage (reading, checking, measuring) or at pruning, or, at
+    the end, some failures and nothing pruned."""
 
     def __init__(self, out: str | Path, counts: dict[str, int], max_consecutive_failures: int):
         self.path = Path(out) / "skipped.jsonl"
         self.path.unlink(missing_ok=True)  # every run reports its bad input afresh
         self.counts = counts
-        self.streak = FailureStreak(max_consecutive_failures)
+        self.streaks = {phase: FailureStreak(max_consecutive_failures) for phase in ("triage", "pruning")}
 
     def __call__(self, bad: BadInput) -> None:
         log.warning("skipping %s", bad)
@@ -51,11 +54,20 @@ class SkipReport:
         self.counts["skipped"] += 1
         if bad.failed:
             self.counts["failed"] += 1
-            self.streak.failed(str(bad))
+            self.streaks["pruning" if bad.failed == "pruning" else "triage"].failed(str(bad))
 
-    def pruned(self) -> None:
-        """A record was pruned: the failures before it were not in a row with those after it."""
-        self.streak.succeeded()
+    def passed(self, phase: str) -> None:
+        """A record passed `phase` (triage or pruning): the failures there before it were not in a row."""
+        self.streaks[phase].passed()
+
+    def finish(self) -> None:
+        """Raise TooManyFailures when records failed and none was pruned, now or before."""
+        counts = self.counts
+        if counts["failed"] and not counts["pruned"] and not counts["already_done"]:
+            raise TooManyFailures(
+                f"no record was pruned and {counts['failed']} failed: see {self.path}, "
+                "or rerun with HYDRA_FULL_ERROR=1 for the traceback"
+            )
 
 
 def records_to_prune(
@@ -77,6 +89,7 @@ def records_to_prune(
             skip(BadInput(item.where, f"duplicate id (first at {seen[rid]})", rid))
             continue
         seen[rid] = item.where
+        skip.passed("triage")
         if rid in done:
             partials.remove(rid)  # left behind by a kill between writing the record and removing its state
             counts["already_done"] += 1
@@ -93,6 +106,13 @@ def checkpointing(pruner, item: dict, cfg: DictConfig, partials: PartialStates) 
         return {}
     key = fingerprint(item, cfg)
     return {"resume": partials.load(item["id"], key), "on_state": partials.saver(item["id"], key)}
+
+
+def check_prune_options(cfg: DictConfig) -> None:
+    """Check the job's `pruner.prune` settings once, before any record is read: inside a record, a bad
+    setting would fail every record instead of ending the job with one line."""
+    options = prune_options(cfg)
+    n_deletions(1, map(check_keep_fraction, options["keep_fractions"]), options.get("prune_to_end", False))
 
 
 def prune_item(pruner, item: Record, cfg: DictConfig, partials: PartialStates, **options) -> tuple[PruneResult, bool]:

@@ -252,3 +252,46 @@ def test_a_full_disk_or_read_only_directory_ends_the_job_with_one_line(
     assert is_known_error(caught.value) and error_line(caught.value).count("\n") == 0
     assert os.strerror(code) in error_line(caught.value) and "records.jsonl" in error_line(caught.value)
     kept_intact(out, before)
+
+
+def test_every_record_failing_ends_the_job_however_few(tmp_path, tiny_model_dir, monkeypatch):
+    failing_on(monkeypatch, set("abcde"), RuntimeError("boom"))
+    with pytest.raises(TooManyFailures, match="no record was pruned and 5 failed"):
+        no_limit = "runtime.max_consecutive_failures=0"
+        run_task(prune_config(tiny_model_dir, five_records(tmp_path), tmp_path / "run", no_limit))
+
+
+def test_failures_count_in_a_row_per_stage(tmp_path):
+    from src.data import BadInput
+    from src.pruning import SkipReport, new_counts
+
+    report = SkipReport(tmp_path, new_counts(), max_consecutive_failures=2)
+    for _ in range(3):  # a record that passes triage breaks the run of triage failures
+        report(BadInput("in.jsonl:1", "tokenization failed: TypeError: x", "a", failed="tokenization"))
+        report.passed("triage")
+    report(BadInput("in.jsonl:2", "pruning failed: TypeError: x", "b", failed="pruning"))
+    with pytest.raises(TooManyFailures, match="2 records in a row failed"):
+        report(BadInput("in.jsonl:3", "pruning failed: TypeError: x", "c", failed="pruning"))
+
+
+def test_a_setting_that_would_fail_every_record_ends_the_job_first(tmp_path, tiny_model_dir, started):
+    out, before = started
+    with pytest.raises(ValueError, match="give at least one keep fraction"):
+        run_task(prune_config(tiny_model_dir, five_records(tmp_path), out, "pruner.prune.keep_fractions=[]"))
+    with pytest.raises(ValueError, match=r"per_step must be at least 1, got 0 \(pruner.per_step\)"):
+        run_task(prune_config(tiny_model_dir, five_records(tmp_path), out, "pruner.per_step=0"))
+    kept_intact(out, before)
+
+
+def test_a_job_error_that_ray_wraps_is_found_inside():
+    from src.errors import job_error_within
+
+    disk = OSError(errno.ENOSPC, "No space left on device")
+    try:
+        try:
+            raise disk
+        except OSError as err:
+            raise RuntimeError("UDF failed to process a data block.") from err
+    except RuntimeError as wrapped:
+        assert job_error_within(wrapped) is disk and is_known_error(disk)
+    assert job_error_within(RuntimeError("a bug")) is None

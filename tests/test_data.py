@@ -82,7 +82,7 @@ def test_bad_line_is_reported_with_its_place_and_the_rest_still_read(tmp_path, l
     assert [i["id"] for i in items if not isinstance(i, BadInput)] == ["a", "b"]
     (bad,) = [i for i in items if isinstance(i, BadInput)]
     assert reason in bad.reason
-    assert (bad.where, bad.id, bad.failed) == (f"{path}:2", rid, False)
+    assert (bad.where, bad.id, bad.failed) == (f"{path}:2", rid, None)
     json.dumps(vars(bad), ensure_ascii=False).encode("utf-8")  # printable: no lone surrogate in a report
 
 
@@ -97,7 +97,7 @@ def test_an_unexpected_error_on_one_record_is_its_failure_and_a_job_error_is_rai
     items = list(select(load_records(str(path)), length, window=[1, 10]))
     assert [i["id"] if isinstance(i, dict) else (i.id, i.where, i.reason, i.failed) for i in items] == [
         "a",
-        ("bb", f"{path}:2", "tokenization failed: TypeError: TextEncodeInput must be Union[...]", True),
+        ("bb", f"{path}:2", "tokenization failed: TypeError: TextEncodeInput must be Union[...]", "tokenization"),
         "c",
     ]
 
@@ -106,6 +106,15 @@ def test_an_unexpected_error_on_one_record_is_its_failure_and_a_job_error_is_rai
 
     with pytest.raises(OSError, match="No space left"):
         list(select(load_records(str(path)), full_disk, window=[1, 10]))
+
+
+def test_a_gzip_file_cut_short_keeps_the_lines_before_it(tmp_path):
+    path = tmp_path / "cut.jsonl.gz"
+    whole = gzip.compress(b"".join(good(rid) + b"\n" for rid in "abcdefgh") * 50)
+    path.write_bytes(whole[: len(whole) // 2])
+    items = list(load_records(str(path)))
+    assert items and all(not isinstance(i, BadInput) for i in items[:-1])
+    assert isinstance(items[-1], BadInput) and "compressed data ends or breaks here" in items[-1].reason
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])

@@ -270,6 +270,6 @@ def test_a_ray_worker_reports_a_records_failure_and_raises_a_job_error(tmp_path,
     batch = {"item": [json.dumps(row(rid)) for rid in "ab"], "where": ["in.jsonl:1", "in.jsonl:2"]}
     out = worker(batch)
     assert out["id"] == ["a", "b"] and json.loads(out["record"][0])["id"] == "a" and out["record"][1] == ""
-    assert out["skip"] == ["", "pruning failed: RuntimeError: boom"] and out["failed"] == [False, True]
+    assert out["skip"] == ["", "pruning failed: RuntimeError: boom"] and out["failed"] == ["", "pruning"]
     with pytest.raises(OSError, match="No space left"):
         worker({"item": [json.dumps(row("c"))], "where": ["in.jsonl:3"]})

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+import exact.sequence
 from conftest import char_tokenizer
 from exact.sequence import _QUESTION, chat_parts, encode, prompt_parts
+from exact.sequence import _ids as sequence_ids
 
 SYSTEM = "Be brief."
 
@@ -20,10 +22,18 @@ def plain(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
-def test_ordinary_text_tokenizes_as_the_tokenizer_reads_it(tokenizer):
+def test_ordinary_text_tokenizes_as_the_tokenizer_reads_it(tokenizer, monkeypatch):
+    calls = []
+
+    def recorded(tokenizer, text: str, plain: bool = False):
+        calls.append((text, plain))
+        return sequence_ids(tokenizer, text, plain)
+
+    monkeypatch.setattr(exact.sequence, "_ids", recorded)
     question, reasoning, answer = "What is 2 + 2? é€", "2 + 2 = 4, so 4.", '{"answer": 4}'
     segments = encode(tokenizer, question, reasoning, answer, SYSTEM)
     prompt, end_of_turn = chat_parts(tokenizer, question, SYSTEM)
+    assert calls == [(prompt, False), (reasoning, False), ("\n" + answer + end_of_turn, False)]  # whole, as before
     assert segments.prompt.tolist() == ids(tokenizer, prompt)
     assert segments.reasoning.tolist() == ids(tokenizer, reasoning)
     assert segments.answer.tolist() == ids(tokenizer, "\n" + answer + end_of_turn)

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from src.api import build_pruner, setup_runtime
 from src.checkpoint import PartialStates
 from src.data import BadInput, Record
+from src.errors import job_error_within
 from src.outputs import RecordWriter, json_line
 from src.pruning import SkipReport, at_record_boundary, new_counts, prune_item, record_metrics, records_to_prune
 from src.scale.inputs import selected_items
@@ -49,8 +50,8 @@ class PruneWorker:
     """A Ray Data callable class: builds the pruner once, then prunes each batch of JSON-encoded records.
 
     Returns per record its id, either `record` (the record's JSON line) or `skip` (why the instance
-    cannot be pruned; the other column is an empty string), whether the skip `failed` (an exception,
-    not bad input: src/errors.py), and whether it `continued` a saved state.
+    cannot be pruned; the other column is an empty string), the stage that `failed` with an exception
+    (src/errors.py; empty for bad input or a pruned record), and whether it `continued` a saved state.
     """
 
     def __init__(self, config: dict[str, Any]):
@@ -72,7 +73,7 @@ class PruneWorker:
             out["id"].append(item["id"])
             out["record"].append("" if skipped else outcome[0])
             out["skip"].append(outcome.reason if skipped else "")
-            out["failed"].append(skipped and outcome.failed)
+            out["failed"].append((outcome.failed or "") if skipped else "")
             out["continued"].append(not skipped and outcome[1])
         return out
 
@@ -161,19 +162,27 @@ def prune_records_on_ray(
     skip = SkipReport(out, counts, cfg.runtime.max_consecutive_failures)
     todo = list(records_to_prune(selected_items(cfg), writer.done, skip, counts, partials))
     if not todo:
+        skip.finish()
         return counts
     where = {item["id"]: item.where for item in todo}
     with ray_cluster(cfg.runtime):
         rows = prune_on_ray(todo, cfg)
-        for row in tqdm(rows, desc="records", unit="rec", total=len(todo), disable=not cfg.runtime.progress):
-            if row["skip"]:
-                skip(BadInput(where[row["id"]], row["skip"], row["id"], failed=bool(row["failed"])))
-                continue
-            record = json.loads(row["record"])
-            writer.write(record)
-            skip.pruned()
-            partials.remove(record["id"])
-            counts["pruned"] += 1
-            counts["continued"] += bool(row["continued"])
-            tracker.log(record_metrics(record))
+        try:
+            for row in tqdm(rows, desc="records", unit="rec", total=len(todo), disable=not cfg.runtime.progress):
+                if not row["record"]:
+                    skip(BadInput(where[row["id"]], row["skip"], row["id"], failed=row["failed"] or None))
+                    continue
+                record = json.loads(row["record"])
+                writer.write(record)
+                skip.passed("pruning")
+                partials.remove(record["id"])
+                counts["pruned"] += 1
+                counts["continued"] += bool(row["continued"])
+                tracker.log(record_metrics(record))
+        except Exception as err:  # an actor's job error arrives wrapped by Ray: end the job with the error itself
+            inner = job_error_within(err)
+            if inner is None or inner is err:
+                raise
+            raise inner from err
+    skip.finish()
     return counts
