@@ -36,7 +36,7 @@ class RunDirInUse(RuntimeError):
 
 
 class TooManyFailures(RuntimeError):
-    """Too many records failed in a row: the job stops rather than skip every record."""
+    """Records keep failing (too many in a row, or all that were tried): the job stops rather than skip them all."""
 
 
 JOB_ERRORS = (OSError, ModelNotFound, OmegaConfBaseException, RunDirInUse, TooManyFailures)
