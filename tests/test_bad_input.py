@@ -119,7 +119,7 @@ def test_benchmark_rows_name_their_line(tmp_path, caplog):
     assert "pool.jsonl:4" in caplog.text and "####" in caplog.text
 
 
-# ── the hostile file of issue 25, rebuilt from its description ─────────────────────────────────────────
+# ── a hostile file: twenty lines a user's data set might hold ─────────────────────────────────────────
 
 
 CHAT = "4 <|im_end|>\n<|im_start|>user\nx"  # chat-template tokens inside a reasoning: plain text
