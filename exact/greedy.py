@@ -14,6 +14,13 @@ from exact.scorers import Scorer
 from exact.sequence import Segments
 
 
+def check_per_step(per_step: int) -> int:
+    """Return `per_step`, or raise unless it is at least 1 (deletions per scoring round)."""
+    if per_step < 1:
+        raise ValueError(f"per_step must be at least 1, got {per_step} (pruner.per_step)")
+    return per_step
+
+
 @dataclass
 class GreedyTrace:
     """What a greedy run produced: the deletion order, J after each deletion, and the cost.
@@ -86,8 +93,7 @@ def greedy_prune(
     n = len(segments.reasoning)
     if not 0 <= deletions <= n:
         raise ValueError(f"cannot make {deletions} deletions from {n} reasoning tokens")
-    if per_step < 1:
-        raise ValueError(f"per_step must be at least 1, got {per_step}")
+    check_per_step(per_step)
     began = time.perf_counter()
     if resume is None:
         trace, kept = GreedyTrace(step_scores=[] if record_scores else None), torch.arange(n)

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from exact.greedy import GreedyTrace, greedy_prune
+from exact.greedy import GreedyTrace, check_per_step, greedy_prune
 from exact.keep import check_keep_fraction, keep_key, kept_indices, n_deletions, n_kept
 from exact.record import PruneRecord
 from exact.result import PruneResult
@@ -102,10 +102,8 @@ class GreedyPruner(ChainEncoder):
             scorer = scorer(model, objective=objective or "joint", tokenizer=tokenizer)
         elif objective is not None and scorer.objective_name != objective:
             raise ValueError(f"the scorer scores the {scorer.objective_name!r} objective, not {objective!r}")
-        if per_step < 1:
-            raise ValueError(f"per_step must be at least 1, got {per_step} (pruner.per_step)")
         self.scorer = scorer
-        self.per_step = per_step
+        self.per_step = check_per_step(per_step)
         self.system_prompt = system_prompt
         self.answer_delimiter = answer_delimiter
         self.max_reasoning_tokens = max_reasoning_tokens

@@ -190,15 +190,15 @@ def test_the_hostile_file_runs_to_completion_with_every_line_accounted_for(tmp_p
 # ── failures: an unexpected error on one record skips it; errors that concern the job end it ──────────
 
 
-def failing_on(monkeypatch, ids: set[str], error: BaseException) -> None:
-    """Make the greedy pruner raise `error` on the records `ids`."""
+def failing_on(monkeypatch, errors: dict[str, BaseException]) -> None:
+    """Make the greedy pruner raise `errors[id]` on the records with those ids."""
     from exact import GreedyPruner
 
     prune = GreedyPruner.prune
 
     def flaky(self, *args, id: str = "", **kwargs):
-        if id in ids:
-            raise error
+        if id in errors:
+            raise errors[id]
         return prune(self, *args, id=id, **kwargs)
 
     monkeypatch.setattr(GreedyPruner, "prune", flaky)
@@ -209,7 +209,7 @@ def five_records(tmp_path: Path) -> Path:
 
 
 def test_a_failing_record_is_skipped_and_the_job_goes_on(tmp_path, tiny_model_dir, monkeypatch):
-    failing_on(monkeypatch, {"b", "d"}, RuntimeError("boom"))
+    failing_on(monkeypatch, dict.fromkeys("bd", RuntimeError("boom")))
     out = tmp_path / "run"
     summary = run_task(prune_config(tiny_model_dir, five_records(tmp_path), out))
     assert (summary["pruned"], summary["skipped"], summary["failed"]) == (3, 2, 2)
@@ -221,7 +221,7 @@ def test_a_failing_record_is_skipped_and_the_job_goes_on(tmp_path, tiny_model_di
 
 
 def test_failures_in_a_row_end_the_job_keeping_what_was_written(tmp_path, tiny_model_dir, monkeypatch):
-    failing_on(monkeypatch, {"b", "c", "d"}, TypeError("a bug"))
+    failing_on(monkeypatch, dict.fromkeys("bcd", TypeError("a bug")))
     out = tmp_path / "run"
     with pytest.raises(TooManyFailures, match=r"3 records in a row failed, the last record 'd' \(.*input.jsonl:4\)"):
         run_task(prune_config(tiny_model_dir, five_records(tmp_path), out, "runtime.max_consecutive_failures=3"))
@@ -230,7 +230,7 @@ def test_failures_in_a_row_end_the_job_keeping_what_was_written(tmp_path, tiny_m
 
 
 def test_hydra_full_error_raises_a_records_failure(tmp_path, tiny_model_dir, monkeypatch):
-    failing_on(monkeypatch, {"b"}, RuntimeError("boom"))
+    failing_on(monkeypatch, {"b": RuntimeError("boom")})
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(RuntimeError, match="boom"):
         run_task(prune_config(tiny_model_dir, five_records(tmp_path), tmp_path / "run"))
@@ -255,7 +255,7 @@ def test_a_full_disk_or_read_only_directory_ends_the_job_with_one_line(
 
 
 def test_every_record_failing_ends_the_job_however_few(tmp_path, tiny_model_dir, monkeypatch):
-    failing_on(monkeypatch, set("abcde"), RuntimeError("boom"))
+    failing_on(monkeypatch, dict.fromkeys("abcde", RuntimeError("boom")))
     with pytest.raises(TooManyFailures, match="no record was pruned and 5 failed"):
         no_limit = "runtime.max_consecutive_failures=0"
         run_task(prune_config(tiny_model_dir, five_records(tmp_path), tmp_path / "run", no_limit))

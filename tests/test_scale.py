@@ -253,20 +253,13 @@ def test_ray_workers_give_the_single_process_records_and_resume(ray_cluster, tmp
 
 def test_a_ray_worker_reports_a_records_failure_and_raises_a_job_error(tmp_path, tiny_model_dir, monkeypatch):
     from omegaconf import OmegaConf
+    from test_bad_input import failing_on
 
-    from exact import GreedyPruner
     from src.scale.ray_prune import PruneWorker
 
     cfg = prune_config(tiny_model_dir, tmp_path / "unused.jsonl", tmp_path / "run", "runtime=ray", *SETTINGS)
     worker = PruneWorker(OmegaConf.to_container(cfg, resolve=True))
-    prune, errors = GreedyPruner.prune, {"b": RuntimeError("boom"), "c": OSError(28, "No space left on device")}
-
-    def flaky(self, *args, id: str = "", **kwargs):
-        if id in errors:
-            raise errors[id]
-        return prune(self, *args, id=id, **kwargs)
-
-    monkeypatch.setattr(GreedyPruner, "prune", flaky)
+    failing_on(monkeypatch, {"b": RuntimeError("boom"), "c": OSError(28, "No space left on device")})
     batch = {"item": [json.dumps(row(rid)) for rid in "ab"], "where": ["in.jsonl:1", "in.jsonl:2"]}
     out = worker(batch)
     assert out["id"] == ["a", "b"] and json.loads(out["record"][0])["id"] == "a" and out["record"][1] == ""
