@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -35,7 +36,7 @@ class GreedyTrace:
     forward_passes: int = 0
     wall_s: float = 0.0
     verified_per_step: list[int] = field(default_factory=list)  # candidates scored exactly in each round
-    memory: list[list] = field(default_factory=list)  # a remembering scorer's [reasoning index, what it keeps] pairs
+    scorer_state: Any = None  # the scorer's `state()` after the last round, handed back to it on resume
 
 
 def distinct_candidates(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,22 +117,14 @@ def greedy_prune(
     if not trace.step_objective:
         trace.step_objective.append(objective_now())
 
-    memory = {int(i): value for i, value in trace.memory}  # by the original reasoning index
+    scorer.start(copy.deepcopy(trace.scorer_state))
     while len(trace.deletion_order) < deletions:
         candidates, same_as = distinct_candidates(segments.reasoning[kept])
-        ids = segments.with_kept(kept)
-        if scorer.remembers:  # its memory, by current reasoning index, and where the last step deleted
-            now = {int(j): memory[int(kept[j])] for j in candidates if int(kept[j]) in memory}
-            last = torch.tensor(trace.deletion_order[-per_step:], dtype=kept.dtype)
-            deleted_at = torch.searchsorted(kept, last).tolist()
-            scores = scorer.score(ids, prompt_len, len(kept), candidates, memory=now, deleted_at=deleted_at)
-            memory.update({int(kept[j]): value for j, value in (scores.remember or {}).items()})
-            trace.memory = [[i, value] for i, value in sorted(memory.items())]
-        else:
-            scores = scorer.score(ids, prompt_len, len(kept), candidates)
+        scores = scorer.score(segments.with_kept(kept), prompt_len, len(kept), candidates, kept=kept)
+        trace.scorer_state = scorer.state()
         trace.tokens_processed += scores.tokens
         trace.forward_passes += scores.passes
-        trace.verified_per_step.append(len(candidates) if scores.verified is None else scores.verified)
+        trace.verified_per_step.append(int(torch.isfinite(scores.values).sum()))
         if trace.step_objective[-1] is None:
             trace.step_objective[-1] = scores.current if scores.current is not None else objective_now()
         if record_scores:

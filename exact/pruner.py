@@ -1,6 +1,6 @@
 """The notebook-sized API: a `GreedyPruner` prunes one (question, reasoning, answer) at a time.
 
-pruner = GreedyPruner.from_pretrained("Qwen/Qwen2.5-1.5B-Instruct")   # or GreedyPruner(model, tokenizer)
+pruner = GreedyPruner(model, tokenizer)          # src.api.GreedyPruner.from_pretrained("Qwen/...") loads them
 result = pruner.prune(question, reasoning, answer, keep_fractions=[0.5])
 print(result.show(0.5))        # the chain with deleted tokens marked
 result.at(0.5), result.deletion_order, result.to_frame()
@@ -8,7 +8,6 @@ result.at(0.5), result.deletion_order, result.to_frame()
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -70,16 +69,16 @@ class ChainEncoder:
         )
 
 
-ScorerFactory = Callable[..., Scorer]  # (model, objective=, tokenizer=) -> Scorer: a class or a config's partial
+ScorerFactory = Callable[..., Scorer]  # (model, objective=) -> Scorer: a class or a config's partial
 
 
 class GreedyPruner(ChainEncoder):
     """Greedy pruning of reasoning chains with a causal LM (docs/DESIGN.md §1–3).
 
-    `scorer` is a ready Scorer (which brings its objective), or a factory called with the model,
-    `objective` (default joint) and the tokenizer:
-    `PackedScorer` (the default) or `NaiveScorer` for exact greedy, `HybridScorer` for the hybrid, or
-    a config node's partial (`conf/scorer/*.yaml`).
+    `scorer` is a ready Scorer (which brings its objective), or a factory called with the model and
+    `objective` (default joint): `PackedScorer` (the default) or `NaiveScorer` for exact greedy, any
+    other Scorer (the hybrid: surrogate.hybrid.HybridScorer), or a config node's partial
+    (`conf/scorer/*.yaml`).
     """
 
     uses_model = True  # the builder loads the pruner LM for it (src/api.py)
@@ -99,7 +98,7 @@ class GreedyPruner(ChainEncoder):
     ):
         self.tokenizer = tokenizer
         if not isinstance(scorer, Scorer):
-            scorer = scorer(model, objective=objective or "joint", tokenizer=tokenizer)
+            scorer = scorer(model, objective=objective or "joint")
         elif objective is not None and scorer.objective_name != objective:
             raise ValueError(f"the scorer scores the {scorer.objective_name!r} objective, not {objective!r}")
         self.scorer = scorer
@@ -108,32 +107,6 @@ class GreedyPruner(ChainEncoder):
         self.answer_delimiter = answer_delimiter
         self.max_reasoning_tokens = max_reasoning_tokens
         self.model_name = model_name or getattr(model, "name_or_path", type(model).__name__)
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        model: str,
-        objective: str = "joint",
-        scorer: ScorerFactory = PackedScorer,
-        *,
-        dtype: str = "auto",
-        device: str = "auto",
-        per_step: int = 1,
-        system_prompt: str | None = None,
-        answer_delimiter: str = "\n",
-        max_reasoning_tokens: int | None = None,
-        **options: Any,
-    ) -> GreedyPruner:
-        """A pruner over `model`: a hub id, a local folder, or `embedded:smollm2` (fp32 on CPU, bf16 on GPU).
-
-        `scorer` is a scorer class (PackedScorer, NaiveScorer, surrogate.hybrid.HybridScorer) and
-        `options` its settings, e.g. `token_budget=2048`, or for the hybrid `surrogate="default", k=8`.
-        """
-        from src.models import load_model  # the loader knows the embedded model; it imports nothing of exact
-
-        lm, tokenizer = load_model(model, dtype, device)
-        factory = functools.partial(scorer, **options) if options else scorer
-        return cls(lm, tokenizer, factory, objective, per_step, system_prompt, answer_delimiter, max_reasoning_tokens)
 
     def prune(
         self,
@@ -170,7 +143,7 @@ class GreedyPruner(ChainEncoder):
         scored = [self._n_scored(n - d, len(segments.answer)) for d in range(len(trace.step_objective))]
         record = PruneRecord(
             id=id,
-            method="hybrid" if self.scorer.name == "hybrid" else "greedy",
+            method=self.scorer.method,
             objective=self.scorer.objective_name,
             pruner=self.model_name,
             n_reasoning_tokens=n,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import DynamicCache
@@ -37,8 +38,6 @@ class Scores:
     tokens: int
     passes: int
     current: float | None = None
-    verified: int | None = None  # candidates scored exactly (None: all of them)
-    remember: dict[int, dict] | None = None  # what a remembering scorer keeps for later rounds, by reasoning index
 
 
 @dataclass
@@ -127,18 +126,20 @@ def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 
 
 class Scorer:
-    """Shared interface: `objective` of the current chain, and `score` of deletion candidates."""
+    """Shared interface: `objective` of the current chain, and `score` of deletion candidates.
+
+    A scorer may score only some candidates (the others come back as -inf) and may carry a state along
+    one chain: `start(state)` begins a chain (state None) or continues one from what `state()` returned,
+    which greedy saves with its partial trace without reading it.
+    """
 
     name = "base"
-    # True: `score` takes `memory`, what its earlier rounds on this chain returned as `remember`, and
-    # `deleted_at`, where the last round's deletions were (insertion points among the kept tokens now)
-    remembers = False
+    method = "greedy"  # what records pruned with this scorer are called
 
-    def __init__(self, model, objective: str = "joint", tokenizer=None):
+    def __init__(self, model, objective: str = "joint"):
         scored_from(objective, 0, 0)  # validates the name
         self.model = model
         self.objective_name = objective
-        self.tokenizer = tokenizer  # the pruner's, for scorers that read token text (the hybrid's token classes)
 
     def settings(self) -> dict:
         """What a record's `cost` says about how it was scored."""
@@ -158,9 +159,24 @@ class Scorer:
         value = target_logprobs(logits, ids[rows + 1]).sum()
         return Scores(value.reshape(1).cpu(), tokens=len(ids), passes=1)
 
-    def score(self, ids: torch.Tensor, prompt_len: int, n_reasoning: int, candidates: torch.Tensor) -> Scores:
-        """J(chain without reasoning token j) for every j in `candidates`."""
+    def score(
+        self,
+        ids: torch.Tensor,
+        prompt_len: int,
+        n_reasoning: int,
+        candidates: torch.Tensor,
+        kept: torch.Tensor | None = None,
+    ) -> Scores:
+        """J(chain without reasoning token j) for every j in `candidates`; `kept` is the original index of each
+        reasoning token of the chain (for a scorer whose state follows tokens)."""
         raise NotImplementedError
+
+    def start(self, state: Any = None) -> None:
+        """Begin a chain, or continue one from a saved `state()`; stateless scorers have nothing to do."""
+
+    def state(self) -> Any:
+        """What this scorer carries along the chain so far (JSON-serialisable), or None."""
+        return None
 
 
 class NaiveScorer(Scorer):
@@ -168,14 +184,14 @@ class NaiveScorer(Scorer):
 
     name = "naive"
 
-    def __init__(self, model, objective: str = "joint", token_budget: int = 2048, tokenizer=None):
-        super().__init__(model, objective, tokenizer)
+    def __init__(self, model, objective: str = "joint", token_budget: int = 2048):
+        super().__init__(model, objective)
         if token_budget < 1:
             raise ValueError(f"token_budget must be positive, got {token_budget}")
         self.token_budget = token_budget
 
     @torch.inference_mode()
-    def score(self, ids, prompt_len, n_reasoning, candidates):
+    def score(self, ids, prompt_len, n_reasoning, candidates, kept=None):
         ids, candidates = ids.to(self.device), candidates.to(self.device)
         length = len(ids) - 1
         start = scored_from(self.objective_name, prompt_len, n_reasoning - 1)
@@ -231,9 +247,8 @@ class PackedScorer(Scorer):
         row_tokens: int = 256,
         split_base: bool = False,
         min_budget: int = 64,
-        tokenizer=None,
     ):
-        super().__init__(model, objective, tokenizer)
+        super().__init__(model, objective)
         self.budget = Budget(token_budget, row_tokens, split_base, min_budget)
         self._packing_budget = token_budget  # lays out the suffix rows' padding, whatever budget is in force
         self._prompt: tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
@@ -436,7 +451,7 @@ class PackedScorer(Scorer):
                 groups.insert(0, (width, group[len(rows) :]))
         return Scores(values.cpu(), tokens=tokens, passes=passes, current=base.objective)
 
-    def score(self, ids, prompt_len, n_reasoning, candidates):
+    def score(self, ids, prompt_len, n_reasoning, candidates, kept=None):
         base = self.base_pass(ids, prompt_len, n_reasoning)
         scores = self.score_from(base, candidates)
         return Scores(scores.values, scores.tokens + base.tokens, scores.passes + base.passes, current=base.objective)

@@ -1,17 +1,21 @@
-"""Build a pruner from the project's configs, in a notebook or a job.
+"""Build a pruner from the project's configs or from a model name, in a notebook or a job.
 
-from src.api import load_pruner
+from src.api import GreedyPruner, load_pruner
 pruner = load_pruner("pruner.objective=answer")          # any Hydra override
+pruner = GreedyPruner.from_pretrained("embedded:smollm2", scorer=HybridScorer)
 result = pruner.prune(question, reasoning, answer, keep_fractions=[0.7, 0.5])
 print(result.show(0.5))
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -19,7 +23,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from exact import GreedyPruner
+from exact import GreedyPruner as ExactPruner
+from exact import PackedScorer
+from exact.pruner import ScorerFactory
 from exact.sequence import plain_ids
 from src.data import EMBEDDED, BadInput, load_records, select
 from src.models import load_model
@@ -61,6 +67,42 @@ def build(spec, **given):
         raise
 
 
+def reading_text(factory: ScorerFactory, tokenizer) -> ScorerFactory:
+    """`factory`, given the pruner's `tokenizer` when its scorer takes one (the hybrid's token classes)."""
+    target = factory.func if isinstance(factory, functools.partial) else factory
+    if "tokenizer" in inspect.signature(target).parameters:
+        return functools.partial(factory, tokenizer=tokenizer)
+    return factory
+
+
+class GreedyPruner(ExactPruner):
+    """exact.GreedyPruner, plus `from_pretrained`: a pruner LM this project can load, with any scorer."""
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str,
+        objective: str = "joint",
+        scorer: ScorerFactory = PackedScorer,
+        *,
+        dtype: str = "auto",
+        device: str = "auto",
+        per_step: int = 1,
+        system_prompt: str | None = None,
+        answer_delimiter: str = "\n",
+        max_reasoning_tokens: int | None = None,
+        **options: Any,
+    ) -> GreedyPruner:
+        """A pruner over `model`: a hub id, a local folder, or `embedded:smollm2` (fp32 on CPU, bf16 on GPU).
+
+        `scorer` is a scorer class (PackedScorer, NaiveScorer, surrogate.hybrid.HybridScorer) and
+        `options` its settings, e.g. `token_budget=2048`, or for the hybrid `policy={"epsilon": 0.05}`.
+        """
+        lm, tokenizer = load_model(model, dtype, device)
+        factory = reading_text(functools.partial(scorer, **options), tokenizer)
+        return cls(lm, tokenizer, factory, objective, per_step, system_prompt, answer_delimiter, max_reasoning_tokens)
+
+
 def with_scorer(cfg: DictConfig, scorer: DictConfig) -> DictConfig:
     """A copy of `cfg` whose scorer is `scorer` (a conf/scorer node): the pruner's `${scorer}` then reads it."""
     copy = cfg.copy()
@@ -85,6 +127,8 @@ def build_pruner(cfg: DictConfig, model=None, tokenizer=None, node: DictConfig |
     if model is None:
         attention = target.attention or cfg.model.attn_implementation
         model, tokenizer = load_model(**{**cfg.model, "attn_implementation": attention})
+    if isinstance(spec.get("scorer"), dict) and "scorer" not in given:
+        given["scorer"] = reading_text(build(spec.pop("scorer")), tokenizer)
     return build(spec, model=model, tokenizer=tokenizer, **given)
 
 
@@ -95,7 +139,7 @@ def prune_options(cfg: DictConfig) -> dict:
     return options
 
 
-def load_pruner(*overrides: str) -> GreedyPruner:
+def load_pruner(*overrides: str) -> ExactPruner:
     """A ready pruner: the default config (embedded SmolLM2, packed scorer, Joint) plus `overrides`."""
     return build_pruner(compose_config(*overrides))
 
@@ -117,7 +161,7 @@ def read_data(cfg: DictConfig, pruner) -> Iterator[dict | BadInput]:
     return take_shard(selected, cfg.runtime.get("shard", 0), cfg.runtime.get("num_shards", 1))
 
 
-def select_chains(pruner: GreedyPruner, cfg: DictConfig) -> list[dict]:
+def select_chains(pruner: ExactPruner, cfg: DictConfig) -> list[dict]:
     """The records `cfg.data` selects (GSM8K-length chains), or the embedded set when the file is absent."""
     if cfg.data.path not in EMBEDDED and not Path(cfg.data.path).exists() and cfg.bench.fallback_to_demo:
         log.warning("%s not found; benchmarking the embedded demo set (shorter chains) instead", cfg.data.path)

@@ -21,6 +21,7 @@ TASKS = {
     "demo": "src.tasks.demo",
     "bench_exact": "src.tasks.bench_exact",
     "train_surrogate": "src.tasks.train_surrogate",
+    "calibrate_surrogate": "src.tasks.calibrate_surrogate",
     "eval_surrogate": "src.tasks.eval_surrogate",
     "bench_hybrid": "src.tasks.bench_hybrid",
     "bench_gpu": "src.tasks.bench_gpu",

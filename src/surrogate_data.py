@@ -1,8 +1,10 @@
 """The surrogate's data from a job's config: labelled records joined with their text, their feature
-groups (by the model the job names), and a surrogate's predictions on them. Used by the train,
-eval and bench tasks."""
+groups (by the model the job names), a surrogate's predictions on them, and its calibration evidence.
+Used by the train, calibrate, eval and bench tasks."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 from omegaconf import DictConfig
@@ -12,9 +14,12 @@ from src.data import load_records
 from src.labels import read_labels
 from src.models import load_model
 from src.paths import cache_root
-from surrogate.features import token_class_table
+from surrogate.calibration import dial, evidence
+from surrogate.features import prior_column, token_class_table
 from surrogate.groups import Group, build_groups
 from surrogate.models import Surrogate
+from surrogate.policy import HybridPolicy
+from surrogate.replay import remembered_lookahead
 
 
 def feature_pruner(cfg: DictConfig):
@@ -46,3 +51,22 @@ def groups_of(cfg: DictConfig, records: list[dict], feature_set: str, horizon: i
     classes = token_class_table(pruner.tokenizer)
     cache, progress = cfg.surrogate.feature_cache or cache_root() / "features", cfg.runtime.progress
     return build_groups(records, pruner, cache, feature_set, classes, progress, horizon)
+
+
+def calibration_evidence(cfg: DictConfig, surrogate: Surrogate, val: list[Group], records: list[dict], pruner) -> dict:
+    """What the surrogate stores to calibrate any policy when loaded (`calibration.evidence`): its predictions on the
+    validation steps, with a lookahead prior as a hybrid with `surrogate.lookahead_window` remembers it."""
+    window = cfg.surrogate.lookahead_window if surrogate.config["horizon"] else None
+    seen = val
+    if window is not None:
+        held = {g.record_id for g in val}
+        first_order = groups_of(cfg, [r for r in records if r["id"] in held], surrogate.feature_set, 0, pruner)
+        column = prior_column(surrogate.feature_set, surrogate.config["n_features"])
+        seen, _ = remembered_lookahead(val, first_order, window, column)
+    return evidence(seen, predict(surrogate, seen), window)
+
+
+def calibration_report(cfg: DictConfig, surrogate: Surrogate) -> dict:
+    """The default policy (`scorer=hybrid`) at each of `surrogate.report_epsilons`, simulated on the evidence."""
+    policy = replace(HybridPolicy(), lookahead_window=surrogate.calibration["lookahead_window"])
+    return dial(surrogate.calibration, policy, cfg.surrogate.report_epsilons)

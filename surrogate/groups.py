@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from exact import GreedyPruner
+from exact.greedy import distinct_candidates
 from exact.scorers import PackedScorer
 from surrogate.features import BLOCKS, candidate_features, feature_matrix, recording_received_attention
 
@@ -24,8 +25,9 @@ FEATURES_VERSION = 3  # bump when the raw features change, so stale caches are n
 
 @dataclass
 class Group:
-    """One greedy step: features (m, F), priors f_h (m,) and exact post-deletion scores (m,) of the candidates,
-    which are the record's kept reasoning indices `kept` (m,) at this step."""
+    """One greedy step: features (m, F), priors f_h (m,) and exact post-deletion scores (m,) of the record's kept
+    reasoning indices `kept` (m,) at this step. Greedy scores only the first token of each run of identical
+    ones (`exact.greedy.distinct_candidates`): `candidates` indexes those into `kept` (None: all of them)."""
 
     record_id: str
     step: int
@@ -33,6 +35,11 @@ class Group:
     prior: torch.Tensor
     labels: torch.Tensor
     kept: torch.Tensor
+    candidates: torch.Tensor | None = None
+
+    def candidate_indices(self) -> torch.Tensor:
+        """Indices into `kept` of the tokens greedy scores at this step."""
+        return torch.arange(len(self.kept)) if self.candidates is None else self.candidates
 
 
 def model_key(name: str) -> str:
@@ -90,6 +97,7 @@ def build_groups(
         else:
             features = step_features(pruner, record, classes, horizon)
             torch.save(features, cached)
+        tokens = pruner.encode(record["question"], record["reasoning"], record["answer"]).reasoning
         for step, (raw, scores) in enumerate(zip(features, record["step_scores"])):
             index = torch.tensor([int(i) for i, _ in scores])
             kept = sorted(set(range(record["n_reasoning_tokens"])) - set(record["deletion_order"][:step]))
@@ -97,5 +105,6 @@ def build_groups(
                 raise ValueError(f"record {record['id']!r} step {step}: scores do not cover the kept tokens")
             labels = torch.tensor([s for _, s in scores], dtype=torch.float64)
             matrix = feature_matrix(raw, feature_set)
-            groups.append(Group(record["id"], step, matrix, raw["prior"].double(), labels, index))
+            candidates, _ = distinct_candidates(tokens[index])
+            groups.append(Group(record["id"], step, matrix, raw["prior"].double(), labels, index, candidates))
     return groups

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import lightning as L
@@ -36,12 +37,17 @@ def collate(groups: list[Group]) -> GroupBatch:
     )
 
 
-def split_by_record(groups: list[Group], val_fraction: float, seed: int) -> tuple[list[Group], list[Group]]:
-    """Train and validation groups, split by record so that no record is on both sides."""
-    records = sorted({g.record_id for g in groups})
+def held_out(record_ids: Iterable[str], val_fraction: float, seed: int) -> set[str]:
+    """The validation records among `record_ids`: a seeded shuffle's first `val_fraction` (at least one of two)."""
+    records = sorted(set(record_ids))
     random.Random(seed).shuffle(records)
     n_val = max(1, round(len(records) * val_fraction)) if len(records) > 1 else 0
-    held = set(records[:n_val])
+    return set(records[:n_val])
+
+
+def split_by_record(groups: list[Group], val_fraction: float, seed: int) -> tuple[list[Group], list[Group]]:
+    """Train and validation groups, split by record so that no record is on both sides."""
+    held = held_out((g.record_id for g in groups), val_fraction, seed)
     return [g for g in groups if g.record_id not in held], [g for g in groups if g.record_id in held]
 
 

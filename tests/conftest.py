@@ -17,6 +17,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from surrogate.groups import Group
+
 SPECIALS = ["<unk>", "<|im_start|>", "<|im_end|>"]
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -105,3 +107,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def noisy_chains(records: int = 6, n: int = 30, steps: int = 12, noise: float = 1.0):
+    """Groups along synthetic exact paths (each step deletes its best candidate) whose scores drift a little from
+    step to step, and predictions off by a bias of each token's own plus a little noise a step."""
+    torch.manual_seed(0)
+    groups, predictions = [], []
+    for record in range(records):
+        value, bias, kept = torch.randn(n, dtype=torch.float64) * 3, torch.randn(n, dtype=torch.float64), list(range(n))
+        for step in range(steps):
+            value = value + 0.1 * torch.randn(n, dtype=torch.float64)
+            y = value[kept]
+            groups.append(Group(f"r{record}", step, torch.zeros(len(kept), 0), y.clone(), y, torch.tensor(kept)))
+            predictions.append(y + noise * (bias[kept] + 0.1 * torch.randn(len(kept), dtype=torch.float64)))
+            kept.pop(int(y.argmax()))
+    return groups, predictions

@@ -59,7 +59,7 @@ class ConstantScorer(Scorer):
     def objective(self, ids, prompt_len, n_reasoning):
         return Scores(torch.zeros(1, dtype=torch.float64), tokens=0, passes=0)
 
-    def score(self, ids, prompt_len, n_reasoning, candidates):
+    def score(self, ids, prompt_len, n_reasoning, candidates, kept=None):
         return Scores(torch.zeros(len(candidates), dtype=torch.float64), tokens=0, passes=0)
 
 

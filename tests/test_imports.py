@@ -64,3 +64,11 @@ def test_tasks_do_not_import_each_other():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def test_exact_imports_nothing_of_src_or_surrogate():
+    """The exact core stands alone: not even a lazy import of the project's other packages."""
+    graph = project_imports()
+    assert {
+        (m, d) for m, deps in graph.items() if m.startswith("exact") for d in deps if d.split(".")[0] != "exact"
+    } == set()

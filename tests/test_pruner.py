@@ -91,12 +91,14 @@ def test_invalid_instances(pruner, tokenizer):
 
 
 def test_from_pretrained_builds_any_scorer_with_its_options(tiny_model_dir):
+    from src.api import GreedyPruner
     from surrogate.hybrid import HybridScorer
 
     exact = GreedyPruner.from_pretrained(tiny_model_dir, objective="answer", token_budget=64)
     assert isinstance(exact.scorer, PackedScorer) and exact.scorer.budget.token_budget == 64
     assert exact.scorer.objective_name == "answer" and exact.model_name == tiny_model_dir
-    hybrid = GreedyPruner.from_pretrained(tiny_model_dir, scorer=HybridScorer, surrogate="first_order", k=2)
+    policy = {"epsilon": None, "k_min": 2, "refresh": 0}
+    hybrid = GreedyPruner.from_pretrained(tiny_model_dir, scorer=HybridScorer, surrogate="first_order", policy=policy)
     record = hybrid.prune(QUESTION, REASONING, ANSWER, keep_fractions=[0.7]).record
     assert record.method == "hybrid" and set(record.cost["verified_per_step"]) == {2}
     frame = hybrid.prune(QUESTION, REASONING, ANSWER, keep_fractions=[0.7]).to_frame()

@@ -3,8 +3,8 @@
 On the same held-out chains, with one loaded model:
 
 - exact greedy (packed scorer), recording every step's candidate scores: the reference;
-- every method of `bench.methods`: a surrogate (`default`: the shipped one; `first_order`: f(q)
-  alone; or a file) with a fixed k or an adaptive ε (and k_max);
+- every method of `bench.methods`: `scorer=hybrid` with some settings changed (the surrogate, fields of
+  its policy), named by its policy (`HybridPolicy.label`: `eps=0.02`, `k=8`, ...);
 - the static baselines of `bench.baselines`, for context: their J at each keep fraction.
 
 Per method: wall time, tokens, speedups over exact (wall and tokens), candidates verified per step,
@@ -36,8 +36,7 @@ from src.tracking import publish, start_tracking
 from surrogate.features import prior_column
 from surrogate.groups import Group
 from surrogate.hybrid import HybridScorer
-from surrogate.metrics import argmax_verified, carried_residual, remembered_lookahead
-from surrogate.verification import choose_and_verify
+from surrogate.replay import remembered_lookahead, replay, step_agreement
 
 
 def prune_all(name: str, pruner, chains: list[dict], fractions: list[float], **options) -> list[PruneRecord]:
@@ -53,22 +52,13 @@ def objective_at(record: PruneRecord, keep: float) -> float:
     return record.step_objective[record.n_reasoning_tokens - n_kept(record.n_reasoning_tokens, keep)]
 
 
-def step_agreement(groups: list[Group], scorer: HybridScorer) -> float:
-    """Fraction of exact-path steps whose exact best score is among the candidates `scorer` would verify there
-    (adaptive verification with the exact scores as its oracle; with memory, a replay of what it remembers, on
-    the groups as it sees them: `remembered_lookahead`'s when it remembers its lookahead prior)."""
+def step_agreement_of(groups: list[Group], scorer: HybridScorer) -> float:
+    """Fraction of exact-path steps whose exact best score is among the candidates `scorer` would verify there: its
+    policy replayed with the exact scores as its verification (`surrogate.replay`), on the groups as it sees them."""
     with torch.inference_mode():
         predictions = [scorer.surrogate(g.features, g.prior).double() for g in groups]
-    if scorer.remembers:
-        replay = (scorer.first_k, scorer.refresh, scorer.margin, scorer.round_size, scorer.k_max, scorer.spread)
-        verified = carried_residual(groups, predictions, scorer.k, *replay).verified
-    else:
-        calibration, verified = scorer.surrogate.calibration, []
-        for g, predicted in zip(groups, predictions):
-            oracle = g.labels.__getitem__
-            chosen, _ = choose_and_verify(predicted, oracle, scorer.k, scorer.margin, calibration, scorer.k_max)
-            verified.append(chosen)
-    return round(argmax_verified(groups, verified), 4)
+    verified = replay(groups, predictions, scorer.policy, scorer.margins).verified
+    return round(step_agreement(groups, verified), 4)
 
 
 def cost_summary(records: list[PruneRecord], reference: list[PruneRecord]) -> dict:
@@ -80,15 +70,17 @@ def cost_summary(records: list[PruneRecord], reference: list[PruneRecord]) -> di
         "tokens_processed": tokens,
         "tokens_per_step": round(tokens / max(steps, 1), 1),
         "tokens_per_s": round(tokens / wall, 1),  # below exact's: what the eager base pass and small passes cost
-        "speedup_wall": round(sum(r.cost["wall_s"] for r in reference) / wall, 3),
-        "speedup_tokens": round(sum(r.cost["tokens_processed"] for r in reference) / tokens, 3),
+        "speedup_wall": round(speedup_wall := sum(r.cost["wall_s"] for r in reference) / wall, 3),
+        "speedup_tokens": round(speedup_tokens := sum(r.cost["tokens_processed"] for r in reference) / tokens, 3),
+        "wall_over_token_speedup": round(speedup_wall / speedup_tokens, 3),  # 1: time falls as fast as tokens
         "verified_per_step": round(statistics.mean(verified), 2) if verified else None,
     }
 
 
 def agreement_summary(records: list[PruneRecord], reference: list[PruneRecord], fractions: list[float]) -> dict:
-    """Mean kept-set Jaccard with exact at each keep fraction, final J and its gap to exact; and both per record
-    (`per_record`: id → Jaccard at the last keep and J gap), to see whether a mean is one chain gone astray."""
+    """Mean kept-set Jaccard with exact at each keep fraction, final J, its gap to exact and the mean absolute gap
+    (chains above and below exact do not cancel); and per record (`per_record`: id → Jaccard at the last keep
+    and J gap), to see whether a mean is one chain gone astray."""
     last = min(fractions)
     pairs = list(zip(records, reference))
     jaccard = {
@@ -100,6 +92,7 @@ def agreement_summary(records: list[PruneRecord], reference: list[PruneRecord], 
         "jaccard": {f: round(statistics.mean(values), 4) for f, values in jaccard.items()},
         "final_objective": round(statistics.mean(objective_at(r, last) for r in records), 4),
         "final_objective_gap_nats": round(statistics.mean(gaps), 4),
+        "final_objective_abs_gap_nats": round(statistics.mean(abs(gap) for gap in gaps), 4),
         "per_record": {
             r.id: {"jaccard": round(j, 4), "gap_nats": round(gap, 4)}
             for r, j, gap in zip(records, jaccard[f"{last:g}"], gaps)
@@ -107,16 +100,26 @@ def agreement_summary(records: list[PruneRecord], reference: list[PruneRecord], 
     }
 
 
+def method_name(scorer: HybridScorer, surrogate: str | None) -> str:
+    """A hybrid's name in the report: its policy's label, after the surrogate its settings name, if any."""
+    label = scorer.policy.label()
+    return label if surrogate is None else f"{surrogate}:{label}"
+
+
 class Methods:
-    """The hybrid variants of `bench.methods` over one model: each is the scorer `bench.hybrid` with its settings."""
+    """The hybrid variants of `bench.methods` over one model: each is the scorer `bench.hybrid` with its settings,
+    named by its policy."""
 
     def __init__(self, cfg: DictConfig, model, tokenizer):
         self.cfg = cfg
-        self.specs = {name: OmegaConf.to_container(spec) for name, spec in cfg.bench.methods.items()}
-        self.pruners = {}
-        for name, spec in self.specs.items():
+        self.specs, self.pruners = {}, {}
+        for spec in cfg.bench.methods:
             scorer = OmegaConf.merge(cfg.bench.hybrid, spec)  # a key the hybrid scorer lacks fails here
-            self.pruners[name] = build_pruner(with_scorer(cfg, scorer), model, tokenizer)
+            pruner = build_pruner(with_scorer(cfg, scorer), model, tokenizer)
+            name = method_name(pruner.scorer, spec.get("surrogate"))
+            if name in self.pruners:
+                raise ValueError(f"bench.methods names the hybrid {name} twice")
+            self.specs[name], self.pruners[name] = OmegaConf.to_container(spec), pruner
 
     def agreement(self, reference: list[PruneRecord], exact: GreedyPruner) -> dict[str, float]:
         """Step agreement of every method along the exact path of `reference` (features cached on disk)."""
@@ -132,10 +135,11 @@ class Methods:
             scorer = pruner.scorer
             feature_set, horizon = scorer.surrogate.feature_set, scorer.surrogate.config["horizon"]
             seen = steps(feature_set, horizon)
-            if scorer.remembers and scorer.lookahead_refresh is not None:  # its prior, as it remembers it
+            window = scorer.policy.lookahead_window
+            if horizon and window is not None:  # its prior, as it remembers it
                 column = prior_column(feature_set, scorer.surrogate.config["n_features"])
-                seen, _ = remembered_lookahead(seen, steps(feature_set, 0), scorer.lookahead_refresh, column)
-            result[name] = step_agreement(seen, scorer)
+                seen, _ = remembered_lookahead(seen, steps(feature_set, 0), window, column)
+            result[name] = step_agreement_of(seen, scorer)
         return result
 
 

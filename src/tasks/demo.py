@@ -12,7 +12,6 @@ from src.analysis.runs import read_run
 from src.api import build_pruner, with_scorer
 from src.models import load_model
 from src.outputs import RecordWriter
-from surrogate.hybrid import HybridScorer
 
 
 def run(cfg: DictConfig) -> dict:
@@ -31,7 +30,7 @@ def run(cfg: DictConfig) -> dict:
         print(f"\nSkipping the hybrid comparison: {err}")
         return summary
     keep = min(cfg.pruner.prune.keep_fractions)
-    print(f"\nHybrid: {describe(pruner.scorer)}.")
+    print(f"\nHybrid: {pruner.scorer.describe()}.")
     rows = []
     with RecordWriter(out / "hybrid.jsonl") as writer:
         for record in exact:
@@ -55,20 +54,3 @@ def run(cfg: DictConfig) -> dict:
         f"mean Jaccard {comparison['mean_jaccard']} (hybrid records in {out / 'hybrid.jsonl'})"
     )
     return {**summary, "hybrid": comparison}
-
-
-def describe(scorer: HybridScorer) -> str:
-    """The hybrid's ranking and verification policy, in words."""
-    config = scorer.surrogate.config
-    prior = f"f_{config['horizon']}(q)" if config["horizon"] else "f(q)"
-    ranking = f"{prior} + a learned residual ({config['kind']})" if config["residual"] else f"a {config['kind']}"
-    words = f"{ranking} ranks the candidates, the exact scorer verifies the top {scorer.k}"
-    if scorer.remembers:
-        first = "all" if scorer.first_k is None else f"the top {scorer.first_k}"
-        words += f", remembering what it verified (the first step verifies {first})"
-    if scorer.refresh:
-        near = "the kept token" if scorer.refresh == 1 else f"the {scorer.refresh} kept tokens"
-        words += f", and {near} on each side of the last deletion"
-    if scorer.lookahead_refresh is not None:
-        words += f"; it reruns {prior} only within {scorer.lookahead_refresh} places of the last deletion"
-    return words

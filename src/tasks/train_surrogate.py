@@ -12,12 +12,17 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig
 
 from src.api import setup_runtime
-from src.surrogate_data import feature_pruner, groups_of, labelled_records, predict
+from src.surrogate_data import (
+    calibration_evidence,
+    calibration_report,
+    feature_pruner,
+    groups_of,
+    labelled_records,
+    predict,
+)
 from src.tracking import Tracker, start_tracking
-from surrogate.calibration import calibrate, calibrate_memory, operating_point
-from surrogate.features import prior_column
 from surrogate.groups import Group
-from surrogate.metrics import ranking_metrics, remembered_lookahead
+from surrogate.metrics import ranking_metrics
 from surrogate.models import Surrogate
 from surrogate.training import GroupDataModule, SurrogateModule, split_by_record
 
@@ -62,35 +67,6 @@ def fit(
     return float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
 
 
-def memory_calibration(cfg: DictConfig, surrogate: Surrogate, val: list[Group], records: list[dict], pruner) -> dict:
-    """Margins for adaptive verification with memory: `surrogate.calibrate_memory`'s policy replayed along the
-    validation records' exact paths, with the lookahead prior as that hybrid remembers it."""
-    policy = dict(cfg.surrogate.calibrate_memory)
-    spread_k = policy.pop("spread_k")
-    horizon = surrogate.config["horizon"]
-    if not horizon:
-        policy["lookahead_refresh"] = None  # no lookahead prior to remember
-    seen = val
-    if policy["lookahead_refresh"] is not None:
-        held = {g.record_id for g in val}
-        first_order = groups_of(cfg, [r for r in records if r["id"] in held], surrogate.feature_set, 0, pruner)
-        column = prior_column(surrogate.feature_set, surrogate.config["n_features"])
-        seen, _ = remembered_lookahead(val, first_order, policy["lookahead_refresh"], column)
-    return calibrate_memory(seen, predict(surrogate, seen), policy, cfg.surrogate.verify_round, spread_k)
-
-
-def calibration_summary(calibration: dict, epsilons) -> dict:
-    """For each ε, the calibrated margin and what it verified in the simulation, without memory and with it."""
-    tables = {"alone": calibration["table"]}
-    if "memory" in calibration:
-        tables["memory"] = calibration["memory"]["table"]
-    summary = {}
-    for name, table in tables.items():
-        points = {f"{e:g}": operating_point(table, e) for e in epsilons}
-        summary[name] = {e: row and {"margin": row[0], "miss": row[1], "verified": row[2]} for e, row in points.items()}
-    return summary
-
-
 def run(cfg: DictConfig) -> dict:
     setup_runtime(cfg)
     spec, out = cfg.surrogate, Path(cfg.output_dir)
@@ -106,12 +82,7 @@ def run(cfg: DictConfig) -> dict:
     tracker = start_tracking(cfg, out, "train_surrogate")
     best = fit(cfg, surrogate, train, val, out, tracker) if surrogate.net is not None else None
     surrogate.eval()
-    # The adaptive policy's margins, simulated on the held-out validation steps: alone, and with memory.
-    surrogate.calibration = calibrate(
-        [(p, g.labels) for p, g in zip(predict(surrogate, val), val)], round_size=spec.verify_round
-    )
-    if spec.calibrate_memory is not None:
-        surrogate.calibration["memory"] = memory_calibration(cfg, surrogate, val, records, pruner)
+    surrogate.calibration = calibration_evidence(cfg, surrogate, val, records, pruner)
     report = {
         "pruner": cfg.model.path,
         "kind": spec.kind,
@@ -125,7 +96,7 @@ def run(cfg: DictConfig) -> dict:
         "train": ranking_metrics(train, predict(surrogate, train)),
         "val": ranking_metrics(val, predict(surrogate, val)),
         "best_val_pearson": best,
-        "calibration": calibration_summary(surrogate.calibration, spec.report_epsilons),
+        "calibration": calibration_report(cfg, surrogate),
         "trained": datetime.date.today().isoformat(),
     }
     surrogate.save(spec.output, meta=report)
