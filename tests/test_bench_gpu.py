@@ -11,10 +11,15 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import char_tokenizer
+from conftest import char_tokenizer, tiny_llama
+from exact import NaiveScorer, PackedScorer, encode
 from src.api import compose_config
+from src.cost_model import chain_tokens, step_tokens
 from src.run import run_task
-from src.tasks.bench_gpu import chain_tokens, reasoning_length, step_tokens
+from src.tasks.bench_gpu import reasoning_length
+from surrogate.hybrid import HybridScorer
+from surrogate.models import Surrogate
+from surrogate.policy import HybridPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,9 +39,12 @@ def test_tiny_check_runs_end_to_end_on_cpu(tmp_path):
         assert bf16[f"step_n{n}"]["agreement"]["max_abs_gap"] < 0.1  # bf16: looser, and reported
         for model in (fp32, bf16):
             step = model[f"step_n{n}"]
-            for part in (step["naive"], step["packed"], step["hybrid"]["recorded_base_pass"], step["hybrid"]["step"]):
+            hybrid = model[f"hybrid_n{n}"]
+            for part in (step["naive"], step["packed"], step["hybrid_base_pass"]["recorded"], hybrid["chain"]):
                 assert part["wall_s"] > 0 and part["tokens"] > 0 and part["tokens_per_s"] > 0
             assert step["naive"]["tokens"] == n * (100 + n + 10 - 1)
+            assert "uncalibrated" in hybrid["surrogate"] and hybrid["policy"]["epsilon"] is None  # says so
+            assert len(hybrid["verified_per_step"]) == 4 and hybrid["verified_per_step"][0] == 4  # k_min
     assert fp32["greedy_orders"]["equal"] and len(fp32["greedy_orders"]["deletion_order"]["packed"]) == 3
     assert fp32["greedy_orders"]["max_step_score_gap"] < 1e-4
     assert "CUDA" in bf16["oom_backoff"]["skipped"] and "oom_backoff" not in fp32
@@ -68,15 +76,29 @@ def test_a_part_that_does_not_fit_the_time_budget_is_skipped_and_named(tmp_path)
     assert report["projection"] == {"skipped": "no step of the bf16 model was measured"}
 
 
-def test_cost_model_matches_the_scorers_token_counts():
-    # naive: n candidates of T - 1 tokens; packed: base pass n + A + 1 plus suffixes n + A - 2 - j.
-    assert step_tokens("naive", 3, 5, 2, 4, 8) == 3 * 9
-    assert step_tokens("packed", 3, 5, 2, 4, 8) == 6 + 3 + 2 + 1
-    assert step_tokens("hybrid", 3, 5, 2, 1, 1) == 6 + 3 + 2
-    # J of the chain (10 tokens), the prompt pass (4), then steps at n = 3 and 2.
-    assert chain_tokens("packed", 3, 2, 5, 2, 4, 8) == 10 + 4 + 12 + (5 + 2 + 1)
+def test_cost_model_matches_the_scorers_token_counts(tokenizer):
+    """One step of each scorer on a tiny model costs what the cost model says (rows wide enough for no padding)."""
+    model = tiny_llama(vocab_size=len(tokenizer))
+    segments = encode(tokenizer, "How many pens?", "12 + 30 = 42 pens", "42")
+    prompt, n, answer = len(segments.prompt), len(segments.reasoning), len(segments.answer)
+    ids, candidates = segments.with_kept(torch.arange(n)), torch.arange(n)
+    wide = {"token_budget": 100_000, "row_tokens": 100_000}
+    naive = NaiveScorer(model, token_budget=100_000).score(ids, prompt, n, candidates)
+    assert naive.tokens == step_tokens("naive", n, prompt, answer)
+    packed = PackedScorer(model, **wide)
+    packed.base_pass(ids, prompt, n)  # the prompt's own pass, once per prompt
+    assert packed.score(ids, prompt, n, candidates).tokens == step_tokens("packed", n, prompt, answer)
+    hybrid = HybridScorer(model, Surrogate(0, "first_order", horizon=2), policy=HybridPolicy(None, k_min=3),
+                          verify=lambda model, objective: PackedScorer(model, objective, **wide))  # fmt: skip
+    scores = hybrid.score(ids, prompt, n, candidates, kept=candidates)
+    verified = torch.nonzero(torch.isfinite(scores.values))[:, 0].tolist()
+    assert len(verified) == 3
+    assert scores.tokens == (prompt - 1) + step_tokens("hybrid", n, prompt, answer, 2, verified)
+    # J of the chain, the prompt pass, then the steps at n and n - 1
+    two = step_tokens("packed", n, prompt, answer) + step_tokens("packed", n - 1, prompt, answer)
+    assert chain_tokens("packed", n, 2, prompt, answer) == (prompt + n + answer) + (prompt - 1) + two
     with pytest.raises(ValueError, match="unknown method"):
-        step_tokens("vllm", 3, 5, 2, 4, 8)
+        step_tokens("vllm", 3, 5, 2)
 
 
 def test_reasoning_length_counts_gsm8k_solutions_with_the_tokenizer(tmp_path):

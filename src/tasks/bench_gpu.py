@@ -9,13 +9,16 @@ measures
   8B shape, and the deletion orders of a few greedy steps in both dtypes;
 - speed: one full step of every candidate, naive and packed (wall time, tokens, tokens/s), against the
   plain forward throughput of the same run; the hybrid's base pass with attention recording against
-  a plain base pass, and its lookahead and verification passes;
+  a plain base pass; and the real hybrid (`HybridScorer`, scorer=hybrid's default policy) for a few
+  greedy steps. Random weights have no trained surrogate, so its lookahead prior f_h ranks alone,
+  uncalibrated: the default policy then runs its fixed k_min, and the JSON says so;
 - memory: the peak CUDA memory of each pass, and a real out-of-memory back-off under a memory cap;
 - a projection of the GPU-hours to prune the paper's GSM8K set, from the measured rates and the cost
   model (docs/DESIGN.md §7).
 
 Parts run cheapest first; a part whose estimate does not fit what is left of `bench.time_budget_s` is
-skipped, and the JSON says so. This module imports only torch, transformers, omegaconf and the scorers.
+skipped, and the JSON says so. This module imports only torch, transformers, omegaconf, the scorers and the
+cost model (src/cost_model.py).
 """
 
 from __future__ import annotations
@@ -40,7 +43,11 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 from exact.greedy import greedy_prune
 from exact.scorers import NaiveScorer, PackedScorer, target_logprobs
 from exact.sequence import Segments
+from src.cost_model import chain_tokens, step_tokens
 from surrogate.features import recording_received_attention
+from surrogate.hybrid import HybridScorer
+from surrogate.models import Surrogate
+from surrogate.policy import HybridPolicy
 
 _LLAMA3 = dict(num_key_value_heads=8, vocab_size=128256, rope_parameters={"rope_type": "default", "rope_theta": 5e5})
 _TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
@@ -73,7 +80,6 @@ SHAPES = {
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SAFETY = 2.0  # a part's time estimate: its cost-model tokens at the measured forward rate, times this
-METHODS = ("naive", "packed", "hybrid")
 
 
 class Clock:
@@ -107,29 +113,6 @@ class _Messages(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
-
-
-def step_tokens(method: str, n: int, prompt: int, answer: int, horizon: int, k: int) -> float:
-    """Tokens of one step over n reasoning tokens, every one a candidate (docs/DESIGN.md §7).
-
-    The hybrid's verified candidates are counted at the mean suffix length.
-    """
-    suffixes = [n + answer - 2 - j for j in range(n)]
-    base = n + answer + 1
-    if method == "naive":
-        return n * (prompt + n + answer - 1)
-    if method == "packed":
-        return base + sum(suffixes)
-    if method == "hybrid":
-        return base + sum(min(horizon, s) for s in suffixes) + min(k, n) * sum(suffixes) / n
-    raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-
-
-def chain_tokens(method: str, n: int, deletions: int, prompt: int, answer: int, horizon: int, k: int) -> float:
-    """Tokens to make `deletions` greedy deletions from n reasoning tokens: J of the chain, the packed scorers'
-    prompt pass, and every step."""
-    once = (prompt + n + answer) + (0 if method == "naive" else prompt - 1)
-    return once + sum(step_tokens(method, m, prompt, answer, horizon, k) for m in range(n - deletions + 1, n + 1))
 
 
 def measured(run: Callable[[], Any], device: torch.device) -> tuple[Any, dict]:
@@ -213,11 +196,10 @@ def agreement(naive: torch.Tensor, packed: torch.Tensor) -> dict:
     }
 
 
-def full_step(model, segments: Segments, scorers: dict, objective: str, hybrid: dict, ceiling: float) -> dict:
-    """One step of every candidate, naive and packed, and the hybrid's passes over the same chain.
+def full_step(model, segments: Segments, scorers: dict, objective: str, ceiling: float) -> dict:
+    """One step of every candidate, naive and packed, and the hybrid's recorded base pass over the same chain.
 
     The packed step is timed with the prompt's KV already cached, as in every step after a record's first.
-    The hybrid's verified candidates are `hybrid.k` evenly spaced ones (a surrogate picks them in a real run).
     """
     device = model.device
     prompt, n = len(segments.prompt), len(segments.reasoning)
@@ -248,30 +230,32 @@ def full_step(model, segments: Segments, scorers: dict, objective: str, hybrid: 
 
     with recording_received_attention(model, len(segments.answer)):
         recorded, t_recorded = measured(lambda: packed.base_pass(ids, prompt, n, splittable=False), device)
-    lookahead, t_lookahead = measured(partial(packed.score_from, recorded, candidates, hybrid["horizon"]), device)
-    chosen = torch.linspace(0, n - 1, min(hybrid["k"], n)).round().long().unique()
-    verified, t_verified = measured(partial(packed.score_from, recorded, candidates[chosen]), device)
     plain = report["packed"]["base_pass"]
     recorded_report = pass_report(recorded.tokens, recorded.passes, t_recorded)
-    report["hybrid"] = {
-        "plain_base_pass": plain,
-        "recorded_base_pass": recorded_report,
+    report["hybrid_base_pass"] = {
+        "plain": plain,
+        "recorded": recorded_report,
         "recorded_over_plain_wall": round(recorded_report["wall_s"] / plain["wall_s"], 3),
-        "lookahead": pass_report(lookahead.tokens, lookahead.passes, t_lookahead) | {"horizon": hybrid["horizon"]},
-        "verified": pass_report(verified.tokens, verified.passes, t_verified) | {"candidates": len(chosen)},
-        "step": pass_report(
-            recorded.tokens + lookahead.tokens + verified.tokens,
-            recorded.passes + lookahead.passes + verified.passes,
-            t_recorded,
-            t_lookahead,
-            t_verified,
-            ceiling=ceiling,
-        ),
     }
-    report["hybrid"]["step_over_packed_wall"] = round(
-        report["hybrid"]["step"]["wall_s"] / report["packed"]["wall_s"], 4
-    )
     return report
+
+
+def hybrid_steps(model, segments: Segments, scorers: dict, objective: str, spec: dict, ceiling: float) -> dict:
+    """The real hybrid for `spec.steps` greedy steps: `HybridScorer` with scorer=hybrid's default policy, its
+    prior f_h ranking alone (no trained surrogate fits random weights, so it runs uncalibrated: a fixed k_min)."""
+    verify = partial(PackedScorer, **scorers["packed"])
+    surrogate = Surrogate(0, "first_order", horizon=spec["horizon"])
+    scorer = HybridScorer(model, surrogate, objective, policy=HybridPolicy(), verify=verify)
+    trace, timing = measured(lambda: greedy_prune(scorer, segments, spec["steps"]), model.device)
+    return {
+        "surrogate": f"first_order@{spec['horizon']}: the lookahead prior alone, uncalibrated on random weights, "
+        f"so the default policy verifies a fixed k_min = {scorer.policy.k_min} a step (plus the refreshed neighbours)",
+        "policy": scorer.policy.to_dict(),
+        "steps": spec["steps"],
+        "verified_per_step": trace.verified_per_step,
+        "chain": pass_report(trace.tokens_processed, trace.forward_passes, timing, ceiling=ceiling),
+        "wall_per_step_s": round(timing["wall_s"] / spec["steps"], 4),
+    }
 
 
 def greedy_orders(model, segments: Segments, scorers: dict, objective: str, steps: int) -> dict:
@@ -383,13 +367,21 @@ def bench_model(role: str, bench: DictConfig, device: torch.device, clock: Clock
     ceiling = max(forward.values())
 
     def tokens(method: str, n: int) -> float:
-        return step_tokens(method, n, prompt, answer, hybrid["horizon"], hybrid["k"])
+        return step_tokens(method, n, prompt, answer, hybrid["horizon"], hybrid["k_estimate"])
 
     parts = [
         (
             f"step_n{n}",
-            2 * tokens("packed", n) + tokens("naive", n) + tokens("hybrid", n),
-            lambda n=n: full_step(model, chains[n], scorers, objective, hybrid, ceiling),
+            3 * tokens("packed", n) + tokens("naive", n),
+            lambda n=n: full_step(model, chains[n], scorers, objective, ceiling),
+        )
+        for n in lengths
+    ]
+    parts += [
+        (
+            f"hybrid_n{n}",
+            hybrid["steps"] * tokens("hybrid", n),
+            lambda n=n: hybrid_steps(model, chains[n], scorers, objective, hybrid, ceiling),
         )
         for n in lengths
     ]
@@ -470,14 +462,13 @@ def projection(bf16: dict, bench: DictConfig, device_name: str) -> dict:
     if not measured_ns:
         return {"skipped": "no step of the bf16 model was measured"}
     nearest = min(measured_ns, key=lambda n: abs(math.log(n / n0)))
-    step = bf16[f"step_n{nearest}"]
-    walls = {
-        "naive": step["naive"]["wall_s"],
-        "packed": step["packed"]["wall_s"],
-        "hybrid": step["hybrid"]["step"]["wall_s"],
-    }
-    prompt, answer, horizon, k = bench.prompt_tokens, bench.answer_tokens, bench.hybrid.horizon, bench.hybrid.k
-    rates = {m: step_tokens(m, nearest, prompt, answer, horizon, k) / wall for m, wall in walls.items()}
+    step, hybrid = bf16[f"step_n{nearest}"], bf16.get(f"hybrid_n{nearest}", {})
+    prompt, answer, horizon = bench.prompt_tokens, bench.answer_tokens, bench.hybrid.horizon
+    rates = {m: step_tokens(m, nearest, prompt, answer) / step[m]["wall_s"] for m in ("naive", "packed")}
+    k = bench.hybrid.k_estimate
+    if "skipped" not in hybrid and hybrid:  # the real hybrid's measured rate and candidates verified a step
+        rates["hybrid"] = hybrid["chain"]["tokens"] / hybrid["chain"]["wall_s"]
+        k = round(sum(hybrid["verified_per_step"]) / len(hybrid["verified_per_step"]))
     report = {
         "what": (
             f"projections from rates measured on {device_name} ({bf16['shape']}, {bf16['dtype']}, synthetic chains) "
@@ -489,7 +480,7 @@ def projection(bf16: dict, bench: DictConfig, device_name: str) -> dict:
         "length_source": source,
         "prompt_tokens": prompt,
         "answer_tokens": answer,
-        "hybrid": {"k": k, "horizon": horizon},
+        "hybrid": {"k": k, "horizon": horizon, "rate": "measured" if "hybrid" in rates else "not measured"},
         "rates_at_n": nearest,
         "effective_tokens_per_s": {m: round(r, 1) for m, r in rates.items()},
         "paper_gpu_hours": config.paper_gpu_hours,
@@ -522,7 +513,12 @@ def summary(models: dict) -> dict:
             "packed_over_naive_wall": {n: step["packed_over_naive_wall"] for n, step in steps.items()},
             "packed_fraction_of_forward": {n: step["packed"]["fraction_of_forward"] for n, step in steps.items()},
             "recorded_over_plain_base_pass": {
-                n: step["hybrid"]["recorded_over_plain_wall"] for n, step in steps.items()
+                n: step["hybrid_base_pass"]["recorded_over_plain_wall"] for n, step in steps.items()
+            },
+            "hybrid_wall_per_step_s": {
+                k.removeprefix("hybrid_n"): v["wall_per_step_s"]
+                for k, v in model.items()
+                if k.startswith("hybrid_n") and "skipped" not in v
             },
         }
     backoff = models["bf16"]["oom_backoff"]
