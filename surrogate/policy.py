@@ -41,7 +41,7 @@ AGES = (1, 2, 4, 8)  # age buckets of a memory (deletions since verified): ≤ 1
 class HybridPolicy:
     """Which candidates the hybrid verifies exactly at each step (conf/scorer/hybrid.yaml)."""
 
-    epsilon: float | None = 0.03  # tolerated chance that a step misses exact greedy's best candidate; None: fixed k_min
+    epsilon: float | None = 0.02  # tolerated chance that a step misses exact greedy's best candidate; None: fixed k_min
     k_min: int = 4  # candidates verified by rank at every step (the first round)
     k_max: int | None = None  # at most this many by rank (None: no cap; ε = 0 with no cap is exact greedy)
     round_size: int = 4  # candidates per further round, until the stop rule holds

@@ -1,4 +1,4 @@
-"""`+experiment=bench_exact` runs on a tiny model and reports what the issue asks for."""
+"""`+experiment=bench_exact` runs on a tiny model and reports its speed, token counts and agreement."""
 
 from __future__ import annotations
 

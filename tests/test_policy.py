@@ -56,7 +56,7 @@ def test_each_invalid_policy_fails_at_construction_naming_the_field(settings, fi
 
 
 def test_a_policy_is_named_by_what_differs_from_the_default():
-    assert HybridPolicy().label() == "eps=0.03"
+    assert HybridPolicy().label() == "eps=0.02"
     assert HybridPolicy(epsilon=0.05, round_size=2).label() == "eps=0.05,round_size=2"
     assert HybridPolicy(epsilon=None, k_min=8).label() == "k=8"
     assert HybridPolicy(epsilon=0.1).as_fixed() == HybridPolicy(epsilon=None)

@@ -101,7 +101,7 @@ def test_train_and_evaluate_a_surrogate(tmp_path, tiny_model_dir, labels, kind, 
     assert set(evaluated) == {"held_out"}
     evaluated = evaluated["held_out"]
     assert evaluated["records"] == 5
-    policies = ("eps=0.03", "eps=0.02", "eps=0.05", "k=8")
+    policies = ("eps=0.02", "eps=0.03", "eps=0.05", "k=8")
     calibrated = {f"trained+{label}" for label in policies}
     uncalibrated = {"lookahead+k=4", "lookahead+k=8"}  # first_order@3 has no calibration: a fixed k_min
     assert set(evaluated["surrogates"]) == {"first_order", "trained", "lookahead"} | calibrated | uncalibrated
@@ -356,7 +356,7 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
     assert (tmp_path / "out" / "dial.png").stat().st_size > 0
     methods = report["methods"]
     every = ("eps=0", "k=1000", "first_order@2:eps=0,lookahead_window=1")
-    assert set(methods) == {"exact_packed", "eps=0.03", "k=2,refresh=0", "first_order:k=1,refresh=0", *every}
+    assert set(methods) == {"exact_packed", "eps=0.02", "k=2,refresh=0", "first_order:k=1,refresh=0", *every}
     assert methods["exact_packed"]["speedup_wall"] == 1.0 and methods["exact_packed"]["step_agreement"] == 1.0
     for name in every:
         assert methods[name]["jaccard"] == {"0.9": 1.0, "0.7": 1.0, "0.5": 1.0}
@@ -417,4 +417,4 @@ def test_shipped_surrogate_loads_for_the_embedded_model():
     policy = HybridPolicy()  # scorer=hybrid's (tests/test_policy.py): its lookahead window is the calibration's
     check_evidence(surrogate.calibration, policy, surrogate.config["horizon"])
     margins = margins_for(surrogate.calibration, policy)
-    assert 0 < margins.z < math.inf and set(meta["calibration"]) >= {"0.03"}
+    assert 0 < margins.z < math.inf and set(meta["calibration"]) >= {"0.02"}
