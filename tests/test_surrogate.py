@@ -82,7 +82,7 @@ def test_train_and_evaluate_a_surrogate(tmp_path, tiny_model_dir, labels, kind, 
     calibration = surrogate.calibration  # the validation record's steps, its lookahead remembered if any
     assert calibration["version"] == 2 and calibration["lookahead_window"] == (6 if residual else None)
     assert len(calibration["size"]) == report["steps"]["val"] and calibration["size"].sum() == len(calibration["kept"])
-    assert set(report["calibration"]) == {"0.01", "0.02", "0.05", "0.1"}
+    assert set(report["calibration"]) == {"0.02", "0.03", "0.05", "0.1"}  # surrogate.report_epsilons
     assert all(0 <= row["miss"] <= 1 and row["verified"] >= 1 for row in report["calibration"].values())
 
     evaluated = run_task(
