@@ -113,6 +113,14 @@ def simulate(calibration: dict, policy: HybridPolicy, margins: Margins | None) -
     return 1.0 - step_agreement(groups, verified), sum(len(v) for v in verified) / max(len(verified), 1)
 
 
+def in_force(calibration: dict | None, policy: HybridPolicy, horizon: int) -> tuple[HybridPolicy, Margins | None]:
+    """The policy a surrogate with `calibration` (and lookahead `horizon`) runs, and its stop rule: `policy` with
+    `margins_for`'s margins after `check_evidence`, or, with no calibration to hold ε, a fixed k_min."""
+    check_evidence(calibration, policy, horizon)
+    margins = margins_for(calibration, policy)
+    return (policy if margins is not None or policy.fixed else policy.as_fixed()), margins
+
+
 def margins_for(calibration: dict | None, policy: HybridPolicy) -> Margins | None:
     """The stop rule that holds `policy`'s miss rate to ε on the evidence: z = inf (verify everything) for ε = 0,
     whatever the calibration, or when no margin of `MARGINS` is that safe; None for a fixed k or no calibration."""

@@ -26,7 +26,7 @@ from contextlib import nullcontext
 import torch
 
 from exact.scorers import BasePass, PackedScorer, Scorer, Scores
-from surrogate.calibration import check_evidence, margins_for
+from surrogate.calibration import in_force
 from surrogate.features import (
     attention_implementation,
     candidate_features,
@@ -78,17 +78,14 @@ class HybridScorer(Scorer):
         if "token_class" in self.blocks and tokenizer is None:
             raise ValueError("the surrogate's token_class features need the pruner's tokenizer")
         self.classes = token_class_table(tokenizer) if "token_class" in self.blocks else None
-        check_evidence(surrogate.calibration, policy, surrogate.config["horizon"])
-        self.margins = margins_for(surrogate.calibration, policy)
-        if self.margins is None and not policy.fixed:
+        self.policy, self.margins = in_force(surrogate.calibration, policy, surrogate.config["horizon"])
+        if self.policy != policy:
             log.warning(
                 "the %s surrogate has no calibration, so policy.epsilon cannot be held: the hybrid verifies a fixed "
                 "k = %d a step",
                 surrogate.config["kind"],
                 policy.k_min,
             )
-            policy = policy.as_fixed()
-        self.policy = policy
         self.verify_attention = verify_attention
         self.memory = ChainMemory()
         self._last: tuple[BasePass | None, dict | None] = (None, None)  # the last base pass, and its attention totals

@@ -196,6 +196,12 @@ def lookahead_to_rerun(
     return [i for i, j in enumerate(candidates) if kept[j] not in memory.lookahead or j in near]
 
 
+def estimates(predicted: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    """Prediction plus residual (nan: never verified, which gets the mean of the residuals known, or 0)."""
+    known = ~np.isnan(residual)
+    return predicted + np.where(known, residual, residual[known].mean() if known.any() else 0.0)
+
+
 def top(score: np.ndarray, k: int, exclude: np.ndarray) -> np.ndarray:
     """Indices of the `k` highest `score`s outside `exclude`, best first (ties: the lowest index)."""
     order = np.argsort(-score, kind="stable")
@@ -218,9 +224,7 @@ def verify_step(
     limit = n if policy.k_max is None else min(policy.k_max, n)
 
     def bound() -> np.ndarray:
-        known = ~np.isnan(residual)
-        offset = residual[known].mean() if known.any() else 0.0
-        return predicted + np.where(known, residual, offset) + margin
+        return estimates(predicted, residual) + margin
 
     chosen, values, ranked = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64), 0
     size = limit if margins is not None and math.isinf(margins.z) else policy.k_min  # ε = 0: all in one round

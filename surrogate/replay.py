@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from surrogate.groups import Group
-from surrogate.policy import ChainMemory, HybridPolicy, Margins, lookahead_to_rerun, verify_step
+from surrogate.policy import ChainMemory, HybridPolicy, Margins, estimates, lookahead_to_rerun, verify_step
 
 
 class Replay(NamedTuple):
@@ -45,9 +45,7 @@ def replay(
         predicted = predicted.detach().double().cpu().numpy()[candidates]
         labels = group.labels.double().numpy()[candidates]
         view = memory.view(kept, candidates, policy.refresh)
-        known = ~np.isnan(view.residual)
-        offset = view.residual[known].mean() if known.any() else 0.0
-        out.estimates.append(predicted + np.where(known, view.residual, offset))
+        out.estimates.append(estimates(predicted, view.residual))
         out.ages.append(view.ages)
         chosen, values = verify_step(policy, margins, predicted, view, labels.__getitem__)
         memory.learn([kept[candidates[j]] for j in chosen], values - predicted[chosen], kept)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.api import setup_runtime
 from src.surrogate_data import feature_pruner, groups_of, labelled_records, predict
 from src.tracking import start_tracking
-from surrogate.calibration import check_evidence, margins_for
+from surrogate.calibration import in_force
 from surrogate.features import prior_column
 from surrogate.groups import Group
 from surrogate.metrics import ranking_metrics
@@ -42,10 +42,8 @@ def replayed(cfg: DictConfig, surrogate: Surrogate, groups: list[Group], records
     lookahead prior) candidates whose lookahead a step reruns. Keyed by the policy's label."""
     rows, seen = {}, {}
     for change in cfg.evaluate.policies:
-        policy = instantiate(OmegaConf.merge(cfg.evaluate.hybrid.policy, change))
-        check_evidence(surrogate.calibration, policy, surrogate.config["horizon"])
-        margins = margins_for(surrogate.calibration, policy)
-        policy = policy if margins is not None or policy.fixed else policy.as_fixed()  # uncalibrated: a fixed k
+        asked = instantiate(OmegaConf.merge(cfg.evaluate.hybrid.policy, change))
+        policy, margins = in_force(surrogate.calibration, asked, surrogate.config["horizon"])
         window = policy.lookahead_window if surrogate.config["horizon"] else None
         if window not in seen:
             seen[window] = (groups, None)
