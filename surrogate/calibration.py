@@ -27,7 +27,7 @@ from surrogate.groups import Group
 from surrogate.policy import AGES, HybridPolicy, Margins, age_bucket
 from surrogate.replay import Replay, replay, step_agreement
 
-MARGINS = (0.0, *np.geomspace(0.01, 100.0, 61).tolist())  # z, in spreads
+MARGINS = (0.0, *np.geomspace(0.01, 100.0, 241).tolist())  # z, in spreads
 SPREAD_K = 8  # candidates a step of the fixed-k replay that measures the spread by memory age
 VERSION = 2  # the evidence layout
 

@@ -16,13 +16,16 @@ chain's first step is the case where nothing is known yet.
 
 The rule, per step:
 1. Verify the kept tokens within `refresh` places of the last deletion (a deletion changes its
-   neighbours' context most, so their memories are stale) and the top `k_min` by bound, where a
-   candidate's bound is its estimate plus z · spread[age]: z the calibrated margin for the miss
-   rate ε, spread the error of an estimate of that age (surrogate/calibration.py).
+   neighbours' context most, so their memories are stale) and every candidate whose bound reaches
+   the best estimate, at least the top `k_min` by bound (or the top `first_round`, when set). A candidate's bound is its estimate plus
+   z · spread[age]: z the calibrated margin for the miss rate ε, spread the error of an estimate of
+   that age (surrogate/calibration.py). The best estimate stands in for the best exact score that
+   step 2 will compare with, so one round is usually enough.
 2. Then, in rounds of `round_size`, verify the next by bound until the best exact score verified
    reaches every unverified candidate's bound, or `k_max` have been verified by rank.
 
-With ε = 0 the margin is infinite, and with no cap the hybrid verifies everything: exact greedy.
+With ε = 0 the margin is infinite, every bound reaches, and with no cap the hybrid verifies everything
+in one round: exact greedy.
 With `epsilon` None, or an uncalibrated surrogate, it verifies the top `k_min` by estimate: fixed k.
 """
 
@@ -42,8 +45,9 @@ class HybridPolicy:
     """Which candidates the hybrid verifies exactly at each step (conf/scorer/hybrid.yaml)."""
 
     epsilon: float | None = 0.02  # tolerated chance that a step misses exact greedy's best candidate; None: fixed k_min
-    k_min: int = 4  # candidates verified by rank at every step (the first round)
+    k_min: int = 4  # at least this many verified by rank at every step (fixed k: exactly this many)
     k_max: int | None = None  # at most this many by rank (None: no cap; ε = 0 with no cap is exact greedy)
+    first_round: int | None = None  # candidates a step's first round verifies by rank (None: by reach, at least k_min)
     round_size: int = 4  # candidates per further round, until the stop rule holds
     refresh: int = 1  # kept tokens each side of the last deletion, verified every step (their memory is stale)
     lookahead_window: int | None = 6  # rerun a lookahead prior only this near the last deletion (None: every step)
@@ -69,6 +73,13 @@ class HybridPolicy:
                 f"policy.k_max equals policy.k_min ({self.k_min}): no room for policy.epsilon; set epsilon: null for "
                 "a fixed k"
             )
+        if self.first_round is not None and self.epsilon is None:
+            raise ValueError(
+                f"policy.first_round ({self.first_round}) sizes the ε rule's first round; with policy.epsilon null the "
+                f"hybrid verifies k_min ({self.k_min}) a step"
+            )
+        if self.first_round is not None and self.first_round < self.k_min:
+            raise ValueError(f"policy.first_round ({self.first_round}) is below policy.k_min ({self.k_min})")
         if self.round_size < 1:
             raise ValueError(f"policy.round_size must be at least 1, got {self.round_size}")
         if self.refresh < 0:
@@ -83,14 +94,16 @@ class HybridPolicy:
 
     def as_fixed(self) -> HybridPolicy:
         """This policy with a fixed k_min (for a surrogate without calibration)."""
-        return HybridPolicy(None, self.k_min, None, self.round_size, self.refresh, self.lookahead_window)
+        return HybridPolicy(
+            None, self.k_min, round_size=self.round_size, refresh=self.refresh, lookahead_window=self.lookahead_window
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def label(self) -> str:
         """A short name: `eps=E` (or `k=K` for a fixed k), then each other field that differs from the defaults."""
-        shown = ("epsilon", "k_min", "k_max", "round_size") if self.fixed else ("epsilon",)
+        shown = ("epsilon", "k_min", "k_max", "first_round", "round_size") if self.fixed else ("epsilon",)
         default = HybridPolicy()
         rest = [
             f"{key}={value}"
@@ -227,8 +240,12 @@ def verify_step(
         return estimates(predicted, residual) + margin
 
     chosen, values, ranked = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64), 0
-    size = limit if margins is not None and math.isinf(margins.z) else policy.k_min  # ε = 0: all in one round
     stale = view.stale
+    size = policy.k_min if policy.first_round is None else policy.first_round
+    if margins is not None and policy.first_round is None:  # every candidate whose bound reaches the best estimate
+        reach = bound() >= estimates(predicted, residual).max()
+        reach[stale] = False
+        size = max(size, int(reach.sum()))
     while True:
         batch = np.concatenate([stale, top(bound(), min(size, limit - ranked), np.concatenate([chosen, stale]))])
         ranked, stale, size = ranked + len(batch) - len(stale), stale[:0], policy.round_size

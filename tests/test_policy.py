@@ -45,6 +45,8 @@ def test_scorer_hybrid_composes_to_the_recommended_policy():
         ({"k_max": 2, "k_min": 4}, "policy.k_max"),
         ({"epsilon": None, "k_max": 8}, "policy.k_max"),
         ({"k_min": 8, "k_max": 8}, "policy.epsilon"),
+        ({"first_round": 2}, "policy.first_round"),
+        ({"epsilon": None, "first_round": 8}, "policy.first_round"),
         ({"round_size": 0}, "policy.round_size"),
         ({"refresh": -1}, "policy.refresh"),
         ({"lookahead_window": -1}, "policy.lookahead_window"),
@@ -100,12 +102,15 @@ def test_the_stop_rule_stops_when_the_best_verified_clears_every_bound():
         rounds.append(sorted(np.asarray(index).tolist()))
         return predicted[index]  # a perfect surrogate
 
-    policy = HybridPolicy(0.1, k_min=1, round_size=1)
-    chosen, _ = verify_step(policy, margins, predicted, view(6), exact)
+    policy = HybridPolicy(0.1, k_min=1, first_round=1, round_size=1)
+    verify_step(policy, margins, predicted, view(6), exact)
     assert rounds == [[0], [4]]  # 9.5 + 1 > 10 needs checking; then 10 ≥ 0 + 1 settles it
     rounds.clear()
-    verify_step(HybridPolicy(0.1, k_min=1, round_size=1), Margins(100.0, margins.spread), predicted, view(6), exact)
+    verify_step(policy, Margins(100.0, margins.spread), predicted, view(6), exact)
     assert len(rounds) == 6  # a huge margin checks everything
+    rounds.clear()
+    verify_step(HybridPolicy(0.1, k_min=1, round_size=1), margins, predicted, view(6), exact)
+    assert rounds == [[0, 4]]  # by reach: both bounds reach the best estimate, 10, so both go in the first round
 
 
 def test_the_memory_ages_stale_tokens_and_survives_json():
