@@ -17,10 +17,11 @@ chain's first step is the case where nothing is known yet.
 The rule, per step:
 1. Verify the kept tokens within `refresh` places of the last deletion (a deletion changes its
    neighbours' context most, so their memories are stale) and every candidate whose bound reaches
-   the best estimate, at least the top `k_min` by bound (or the top `first_round`, when set). A candidate's bound is its estimate plus
-   z · spread[age]: z the calibrated margin for the miss rate ε, spread the error of an estimate of
-   that age (surrogate/calibration.py). The best estimate stands in for the best exact score that
-   step 2 will compare with, so one round is usually enough.
+   the best estimate, at least the top `k_min` by bound (or just the top `first_round`, when set).
+   A candidate's bound is its estimate plus z · spread[age]: z the calibrated margin for the miss
+   rate ε, spread the error of an estimate of that age (surrogate/calibration.py). The best
+   estimate stands in for the best exact score that step 2 compares with, so one round is usually
+   enough.
 2. Then, in rounds of `round_size`, verify the next by bound until the best exact score verified
    reaches every unverified candidate's bound, or `k_max` have been verified by rank.
 
