@@ -62,6 +62,16 @@ def _json_object(text: str, start: int) -> str:
     return text[start:]
 
 
+def _closing_brace(text: str, start: int) -> int | None:
+    """The index of the `}` that closes a brace opened just before `start`, or None when it stays open."""
+    depth = 1
+    for i in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return i
+    return None
+
+
 def last_boxed(text: str) -> str | None:
     """The content of the last `\\boxed{...}` (braces balanced) or `\\boxed 5` in `text`, stripped.
 
@@ -73,12 +83,25 @@ def last_boxed(text: str) -> str | None:
     last = matches[-1]
     if last.group(1) is not None:
         return last.group(1).rstrip(".") or None
-    depth = 1
-    for i in range(last.end(), len(text)):
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
-        if depth == 0:
-            return text[last.end() : i].strip() or None
-    return None
+    end = _closing_brace(text, last.end())
+    return None if end is None else text[last.end() : end].strip() or None
+
+
+def unbox(text: str) -> str:
+    """`text` with each `\\boxed{X}` (and `\\boxed X`) written as X; an unclosed one is left as it is."""
+    out, at = [], 0
+    for match in _BOXED.finditer(text):
+        if match.start() < at:  # inside a box already unwrapped
+            continue
+        if match.group(1) is not None:
+            out += [text[at : match.start()], match.group(1)]
+            at = match.end()
+            continue
+        end = _closing_brace(text, match.end())
+        if end is not None:
+            out += [text[at : match.start()], unbox(text[match.end() : end])]
+            at = end + 1
+    return "".join(out) + text[at:]
 
 
 def split_output(text: str, style: str) -> tuple[str, str] | None:

@@ -1,4 +1,4 @@
-"""Instances to prune: `{id, question, reasoning, answer}` records from JSONL, GSM8K rows, or the hub.
+"""Instances to prune: `{id, question, reasoning, answer}` records from JSONL, GSM8K or MATH rows, or the hub.
 
 Reading never stops at a bad line. Each problem becomes a `BadInput` that names the record's id (when
 one can be read), its file and line, and what is wrong; the caller reports it and moves on. An
@@ -19,9 +19,11 @@ from typing import Any
 
 import json_repair
 
+from src.answers import last_boxed, unbox
 from src.errors import ends_job
 
 REQUIRED = ("question", "reasoning", "answer")
+FORMATS = ("records", "gsm8k", "math")  # how rows become records: as they are, GSM8K rows, MATH rows
 EMBEDDED = ("demo", "easy")  # word problems written for this project, shipped in src/data/
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -210,6 +212,40 @@ def gsm8k_record(
     }
 
 
+def math_gold(row: dict[str, Any], solution: str) -> str | None:
+    """The gold of a MATH row: its `answer` field (MATH-500), else the last \\boxed{} of its `solution`."""
+    answer = row.get("answer")
+    return answer.strip() if isinstance(answer, str) and answer.strip() else last_boxed(solution)
+
+
+def math_record(
+    row: dict[str, Any], rid: str, answer_template: str, where: str, dataset: str = "math"
+) -> dict[str, Any] | BadInput:
+    """A MATH row {problem, solution[, answer, unique_id]} as a record with the id `unique_id` (else `rid`);
+    its level and subject (MATH's `type`) are carried.
+
+    The reasoning is the solution with each \\boxed{X} written X: as GSM8K's `#### N` line is cut, the
+    answer's marker leaves the reasoning and the value it states stays. The answer is `answer_template`
+    with the gold.
+    """
+    for key in ("problem", "solution"):
+        if not isinstance(row.get(key), str) or not row[key].strip():
+            return BadInput(where, f"MATH row needs a non-empty string field {key!r}", rid)
+    gold = math_gold(row, row["solution"])
+    if gold is None:
+        return BadInput(where, "MATH solution has no non-empty \\boxed{...} and the row no 'answer' field", rid)
+    unique_id, subject = row.get("unique_id"), row.get("subject", row.get("type"))
+    return {
+        "id": unique_id if isinstance(unique_id, str) and unique_id else rid,
+        "question": row["problem"],
+        "reasoning": unbox(row["solution"]).strip(),
+        "answer": answer_template.replace("{answer}", gold),
+        "gold": gold,
+        "dataset": dataset,
+        **{key: value for key, value in (("level", row.get("level")), ("subject", subject)) if value is not None},
+    }
+
+
 def source_rows(
     path: str, split: str = "test", config: str | None = None
 ) -> Iterator[tuple[str, dict[str, Any] | BadInput]]:
@@ -240,6 +276,12 @@ def gsm8k_id(path: str, index: int) -> str:
     return f"{Path(path).stem}-{index}"
 
 
+def math_id(split: str, index: int) -> str:
+    """The id of MATH row `index` (from 0) of a `split` file whose rows have no `unique_id` (`math-train-17`), on
+    every path (pruning, teacher sampling)."""
+    return f"math-{split}-{index}"
+
+
 def load_records(
     path: str,
     format: str = "records",
@@ -248,12 +290,13 @@ def load_records(
     id_prefix: str | None = None,
     name: str = "gsm8k",
 ) -> Iterator[Record | BadInput]:
-    """Records (each with its `where`) or BadInput from `path`, in file order; `format` is `records` or `gsm8k`.
+    """Records (each with its `where`) or BadInput from `path`, in file order; `format` is one of `FORMATS`.
 
-    GSM8K rows get the id `{id_prefix}{row number}` (default prefix: the file's stem) and `dataset=name`.
+    GSM8K rows get the id `{id_prefix}{row number}` (default prefix: the file's stem), MATH rows their
+    `unique_id` when they have one (else `math_id`), and both `dataset=name`.
     """
-    if format not in ("records", "gsm8k"):
-        raise ValueError(f"unknown data format {format!r}; expected 'records' or 'gsm8k'")
+    if format not in FORMATS:
+        raise ValueError(f"unknown data format {format!r}; expected one of {FORMATS}")
     config = "main" if "gsm8k" in path.lower() else None
     for count, (where, row) in enumerate(source_rows(path, split, config)):
         if isinstance(row, BadInput):
@@ -263,6 +306,9 @@ def load_records(
             if format == "gsm8k":
                 rid = gsm8k_id(path, count) if id_prefix is None else f"{id_prefix}{count}"
                 row = gsm8k_record(row, rid, answer_template, where, name)
+            elif format == "math":
+                rid = math_id(split, count) if id_prefix is None else f"{id_prefix}{count}"
+                row = math_record(row, rid, answer_template, where, name)
             item = row if isinstance(row, BadInput) else check_record(row, where)
         except Exception as err:
             item = BadInput.from_error(err, where, readable_id(row), "checking")

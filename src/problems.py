@@ -16,8 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.answers import last_boxed
-from src.data import BadInput, gsm8k_id, source_rows, split_gsm8k
+from src.data import BadInput, gsm8k_id, math_gold, math_id, source_rows, split_gsm8k
 
 FORMATS = ("gsm8k", "math", "mmlu_pro")
 LETTERS = "ABCDEFGHIJ"
@@ -54,8 +53,7 @@ def math_problem(row: dict[str, Any], rid: str, where: str, dataset: str = "math
     for field in (question, solution):
         if isinstance(field, BadInput):
             return field
-    answer = row.get("answer")
-    gold = answer.strip() if isinstance(answer, str) and answer.strip() else last_boxed(solution)
+    gold = math_gold(row, solution)
     if gold is None:
         return BadInput(where, "MATH solution has no non-empty \\boxed{...} and the row no 'answer' field")
     meta = {"solution": solution, "level": row.get("level"), "subject": row.get("subject", row.get("type"))}
@@ -105,7 +103,7 @@ def read_problems(
         elif format == "gsm8k":
             yield gsm8k_problem(row, gsm8k_id(path, index), where, dataset)
         elif format == "math":
-            yield math_problem(row, f"math-{split}-{index}", where, dataset)
+            yield math_problem(row, math_id(split, index), where, dataset)
         else:
             yield mmlu_pro_problem(row, where, dataset)
 

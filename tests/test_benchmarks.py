@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from src.answers import extract_answer, extract_letter, is_correct, last_boxed, split_output
+from src.answers import extract_answer, extract_letter, is_correct, last_boxed, split_output, unbox
 from src.api import compose_config
 from src.data import BadInput, load_records
 from src.problems import load_benchmark, make_splits, read_problems
@@ -72,6 +72,12 @@ def test_last_boxed():
     assert last_boxed("\\boxed{1} then \\boxed{\\frac{a}{b^{2}}}") == "\\frac{a}{b^{2}}"
     assert last_boxed("so it is $\\boxed 9$.") == "9"
     assert last_boxed("\\boxed{}") is None and last_boxed("\\boxed{open") is None and last_boxed("none") is None
+
+
+def test_unbox_writes_each_box_as_its_content():
+    assert unbox("a $\\boxed{\\frac{1}{2}}$ and $\\boxed 9$.") == "a $\\frac{1}{2}$ and $9$."
+    assert unbox("\\boxed{\\boxed{x}} \\boxed{open") == "x \\boxed{open"
+    assert unbox("nothing boxed") == "nothing boxed"
 
 
 def test_math_checker():
@@ -193,14 +199,14 @@ def test_read_mmlu_pro(tmp_path):
         next(read_problems(str(tmp_path / "p.jsonl"), "arc", "test"))
 
 
-@pytest.mark.parametrize("data", ["demo", "gsm8k"])
-def test_gsm8k_rows_keep_their_id_from_the_distillation_path_to_the_prune_path(data):
+@pytest.mark.parametrize("data", ["demo", "gsm8k", "math500"])
+def test_rows_keep_their_id_from_the_distillation_path_to_the_prune_path(data):
     """The prune job's records (`data=…`) and the benchmark's problems name every row of a file alike."""
     cfg = compose_config(f"data={data}").data
     if not (cfg.path in ("demo", "easy") or Path(cfg.path).exists()):
         pytest.skip(f"{cfg.path} is not on this machine")
     records = load_records(cfg.path, cfg.format, cfg.split, cfg.answer_template, cfg.id_prefix, cfg.name)
-    problems = read_problems(cfg.path, "gsm8k", cfg.split)
+    problems = read_problems(cfg.path, cfg.format, cfg.split)
     pairs = [(r["id"], p["id"]) for r, p in zip(records, problems, strict=True) if not isinstance(r, BadInput)]
     assert len(pairs) > 10 and all(record == problem for record, problem in pairs)
 

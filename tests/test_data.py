@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from src.data import BadInput, gsm8k_record, load_records, select
+from src.api import compose_config
+from src.data import BadInput, gsm8k_record, load_records, math_record, select
 
 SHARED_GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "test.jsonl"
+SHARED_MATH500 = SHARED_GSM8K.parents[1] / "math500" / "test.jsonl"
 
 
 def test_gsm8k_row_becomes_a_record():
@@ -20,6 +22,46 @@ def test_gsm8k_row_becomes_a_record():
     assert record["reasoning"] == "She has 3*4=12 apples.\nThen 12+1=13."
     assert record["answer"] == '{"answer": 13}'
     assert record["gold"] == "13" and record["id"] == "r1"
+
+
+def test_math_row_becomes_a_record_with_its_boxed_answer_unwrapped():
+    row = {
+        "problem": "Find $x$.",
+        "solution": "So $x = \\frac{1}{2}$, and $x^2 = \\boxed{\\frac{1}{4}}$.",
+        "answer": "\\frac14",
+        "unique_id": "test/algebra/1.json",
+        "level": 2,
+    }
+    template = "Thus, the final answer is: \\boxed{{answer}}"
+    record = math_record(row, "math500-0", template, "m:1", "math500")
+    assert record["reasoning"] == "So $x = \\frac{1}{2}$, and $x^2 = \\frac{1}{4}$."  # the marker goes, the value stays
+    assert record["answer"] == "Thus, the final answer is: \\boxed{\\frac14}"  # the gold of the answer field
+    assert (record["id"], record["gold"], record["dataset"], record["level"]) == (
+        "test/algebra/1.json",
+        "\\frac14",
+        "math500",
+        2,
+    )
+    no_answer = math_record({"problem": "p", "solution": "It is $\\boxed{7}$."}, "r", template, "m:2")
+    assert (no_answer["id"], no_answer["gold"], no_answer["reasoning"]) == ("r", "7", "It is $7$.")
+
+
+def test_math_rows_without_a_gold_or_a_solution_are_reported(tmp_path):
+    rows = [{"problem": "p", "solution": "no box"}, {"problem": "p"}, {"problem": "p", "solution": "$\\boxed{3}$"}]
+    path = write_lines(tmp_path / "m.jsonl", [json.dumps(row).encode() for row in rows])
+    no_gold, no_solution, good = load_records(str(path), "math", answer_template="{answer}")
+    assert isinstance(no_gold, BadInput) and "\\boxed" in no_gold.reason and no_gold.where.endswith("m.jsonl:1")
+    assert isinstance(no_solution, BadInput) and "'solution'" in no_solution.reason
+    assert good["id"] == "math-test-2" and good["answer"] == "3"  # as the distillation path names it
+
+
+@pytest.mark.skipif(not SHARED_MATH500.exists(), reason="../shared/data/math500 is not on this machine")
+def test_shared_math500_reads_cleanly_as_the_data_group_names_it():
+    cfg = compose_config("data=math500").data
+    records = list(load_records(cfg.path, cfg.format, cfg.split, cfg.answer_template, cfg.id_prefix, cfg.name))
+    assert len(records) == 500 and not [r for r in records if isinstance(r, BadInput)]
+    assert records[0]["id"] == "test/precalculus/807.json" and "\\boxed" not in records[0]["reasoning"]
+    assert records[0]["answer"] == "Thus, the final answer is: \\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}"
 
 
 def test_demo_set_is_complete_and_unique():
