@@ -26,6 +26,7 @@ REQUIRED = ("question", "reasoning", "answer")
 FORMATS = ("records", "gsm8k", "math")  # how rows become records: as they are, GSM8K rows, MATH rows
 EMBEDDED = ("demo", "easy")  # word problems written for this project, shipped in src/data/
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
+_FIGURE = re.compile(r"\s*\[asy\].*?\[/asy\]", re.DOTALL)  # Asymptote code of a MATH solution's figure
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -225,8 +226,8 @@ def math_record(
     its level and subject (MATH's `type`) are carried.
 
     The reasoning is the solution with each \\boxed{X} written X: as GSM8K's `#### N` line is cut, the
-    answer's marker leaves the reasoning and the value it states stays. The answer is `answer_template`
-    with the gold.
+    answer's marker leaves the reasoning and the value it states stays. Figures' Asymptote code
+    ([asy]…[/asy]) is cut too: it draws, it does not reason. The answer is `answer_template` with the gold.
     """
     for key in ("problem", "solution"):
         if not isinstance(row.get(key), str) or not row[key].strip():
@@ -238,7 +239,7 @@ def math_record(
     return {
         "id": unique_id if isinstance(unique_id, str) and unique_id else rid,
         "question": row["problem"],
-        "reasoning": unbox(row["solution"]).strip(),
+        "reasoning": _FIGURE.sub("", unbox(row["solution"])).strip(),
         "answer": answer_template.replace("{answer}", gold),
         "gold": gold,
         "dataset": dataset,

@@ -27,14 +27,14 @@ def test_gsm8k_row_becomes_a_record():
 def test_math_row_becomes_a_record_with_its_boxed_answer_unwrapped():
     row = {
         "problem": "Find $x$.",
-        "solution": "So $x = \\frac{1}{2}$, and $x^2 = \\boxed{\\frac{1}{4}}$.",
+        "solution": "So $x = \\frac{1}{2}$,\n[asy]\ndraw((0,0)--(1,1));\n[/asy]\nand $x^2 = \\boxed{\\frac{1}{4}}$.",
         "answer": "\\frac14",
         "unique_id": "test/algebra/1.json",
         "level": 2,
     }
     template = "Thus, the final answer is: \\boxed{{answer}}"
     record = math_record(row, "math500-0", template, "m:1", "math500")
-    assert record["reasoning"] == "So $x = \\frac{1}{2}$, and $x^2 = \\frac{1}{4}$."  # the marker goes, the value stays
+    assert record["reasoning"] == "So $x = \\frac{1}{2}$,\nand $x^2 = \\frac{1}{4}$."  # the marker and figure go
     assert record["answer"] == "Thus, the final answer is: \\boxed{\\frac14}"  # the gold of the answer field
     assert (record["id"], record["gold"], record["dataset"], record["level"]) == (
         "test/algebra/1.json",
