@@ -51,7 +51,7 @@ class BasePass:
     prompt_len: int
     start: int  # first scored position
     kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), batch 1
-    logits: torch.Tensor | None  # rows prompt_len-1 … T-2; None when the pass was split (`split_base`)
+    entropy: torch.Tensor  # entropy (nats) of the predictions of rows prompt_len-1 … T-2, float32
     norm: torch.Tensor  # their log normalizers (float64)
     prefix: torch.Tensor  # prefix[k] = Σ scored log-probs of positions prompt_len … prompt_len+k-1
     logprobs: torch.Tensor  # logprobs[r] = log p(x[prompt_len+r] | x[:prompt_len+r]), float64, scored or not
@@ -118,6 +118,16 @@ def log_normalizer(logits: torch.Tensor, rows_per_chunk: int = 64) -> torch.Tens
     flat = logits.reshape(-1, logits.shape[-1])  # converted chunk by chunk: no fp32 copy of a bf16 block
     norm = torch.cat([torch.logsumexp(chunk.float(), dim=-1) for chunk in flat.split(rows_per_chunk)])
     return norm.double().reshape(logits.shape[:-1])
+
+
+def row_entropy(logits: torch.Tensor, norm: torch.Tensor, rows_per_chunk: int = 64) -> torch.Tensor:
+    """The entropy (nats) of each row's prediction, from raw logits and their log normalizers, as float32."""
+    flat, norm = logits.reshape(-1, logits.shape[-1]), norm.reshape(-1)
+    parts = []
+    for chunk, log_z in zip(flat.split(rows_per_chunk), norm.split(rows_per_chunk)):
+        logp = chunk.float() - log_z.float()[:, None]
+        parts.append(-(logp.exp() * logp).sum(-1))
+    return torch.cat(parts).reshape(logits.shape[:-1])
 
 
 def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -225,10 +235,10 @@ class PackedScorer(Scorer):
 
     SmolLM2-135M (vocab 49152; 30 layers × 3 kv heads × 64) needs 197 KB of logits and 46 KB of KV a
     token: budget 1024 ≈ 201 MB of logits, plus 4 × 1256 × 46 KB ≈ 231 MB of row KV at T = 1000.
-    The base pass runs the whole chain at once and keeps its T × vocab logits for the step
-    (`BasePass.logits`, 187 MB at T = 1000), unless `split_base`: then it runs in chunks of
-    `token_budget` tokens that extend the cache and keeps per-row log-probs only (`logprobs`, `skip`),
-    so memory stops growing with T beyond the KV cache. Measured in docs/MEMORY.md.
+    The base pass runs the whole chain at once, its T × vocab logits only while it runs (187 MB at
+    T = 1000), unless `split_base`: then it runs in chunks of `token_budget` tokens that extend the
+    cache. Either way it keeps per-row numbers only (log-probs, skips, normalizers, entropies), so what
+    a step keeps grows with T as the KV cache does (docs/MEMORY.md).
 
     Back-off. A forward pass that runs out of device memory is run again under a halved budget
     (`Budget`, exact/budget.py): a suffix pass is regrouped into fewer rows, a single row re-packed
@@ -259,18 +269,18 @@ class PackedScorer(Scorer):
 
     # Passes over the chain.
 
-    def _chain(self, ids: torch.Tensor, first: int, kv: list, rows_from: int | None = None):
+    def _chain(self, ids: torch.Tensor, first: int, kv: list, rows_from: int | None = None, whole: bool = False):
         """Run ids[first:] at their positions over the cache `kv` (batch 1): in one forward pass, or with
-        `split_base` in chunks of `token_budget` tokens that extend the cache.
+        `split_base` (and not `whole`) in chunks of `token_budget` tokens that extend the cache.
 
         With `rows_from`, also reads the predictions made at positions rows_from … T-2. Returns the KV of
-        the whole chain, their logits (None when split), log normalizers (float64), log-probs of the next
-        token and of the one after it (the last row's is padding), and the number of forward passes.
+        the whole chain, their entropies, log normalizers (float64), log-probs of the next token and of the
+        one after it (the last row's is padding), and the number of forward passes.
         """
         total, device = len(ids), ids.device
-        step = self.budget.token_budget if self.budget.split_base else total - first
+        step = self.budget.token_budget if self.budget.split_base and not whole else total - first
         cache = self._cache(kv, 1)
-        logits_kept, norms, nexts, afters, passes = [], [], [], [], 0
+        entropies, norms, nexts, afters, passes = [], [], [], [], 0
         for a in range(first, total, step):
             positions = torch.arange(a, min(a + step, total), device=device)
             keep = 1 if rows_from is None else positions[(positions >= rows_from) & (positions < total - 1)] - a
@@ -287,16 +297,14 @@ class PackedScorer(Scorer):
             logits, at = out.logits[0], positions[keep]
             norm = log_normalizer(logits)
             norms.append(norm)
+            entropies.append(row_entropy(logits, norm))
             nexts.append(logits.gather(1, ids[at + 1, None])[:, 0].double() - norm)
             afters.append(logits.gather(1, ids[(at + 2).clamp(max=total - 1), None])[:, 0].double() - norm)
-            if not self.budget.split_base:
-                logits_kept.append(logits)
             del out, logits
         kv = [(layer.keys, layer.values) for layer in cache.layers]
         if rows_from is None:
             return kv, passes
-        logits = logits_kept[0] if len(logits_kept) == 1 else None
-        return kv, logits, torch.cat(norms), torch.cat(nexts), torch.cat(afters), passes
+        return kv, torch.cat(entropies), torch.cat(norms), torch.cat(nexts), torch.cat(afters), passes
 
     def _prompt_kv(self, prompt: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
         """KV of the prompt but its last token, run once per prompt (pruning never changes it); and its cost."""
@@ -349,17 +357,22 @@ class PackedScorer(Scorer):
         n_reasoning: int,
         splittable: bool = True,
         previous: BasePass | None = None,
+        first: int | None = None,
     ) -> BasePass:
-        """Run the current chain once over the cached prompt; keep its KV cache, logit rows and prefix sums.
+        """Run the current chain once over the cached prompt; keep its KV cache and per-row numbers.
 
         With `previous`, a base pass over an earlier chain (the last step's), the rows up to where the two
         chains first differ are read from it and only the rest is run (`rerun_from`): a deletion changes
-        nothing before it. `splittable=False` says the pass must run whole (forward hooks watch it): out of
-        memory, it raises.
+        nothing before it. `first` runs from that position instead, at or before where they differ (where
+        state kept by forward hooks resumes). `splittable=False` says the pass must run whole (forward hooks
+        watch it): out of memory, it raises.
         """
         ids = ids.to(self.device)
         start = scored_from(self.objective_name, prompt_len, n_reasoning)
-        first = rerun_from(previous, ids, prompt_len)
+        differ = rerun_from(previous, ids, prompt_len)
+        if first is not None and not (differ == prompt_len - 1 or prompt_len - 1 <= first <= differ):
+            raise ValueError(f"the base pass can run from {prompt_len - 1} … {differ}, not from {first}")
+        first = differ if first is None or differ == prompt_len - 1 else first
         if first == prompt_len - 1:
             kv_before, prompt_tokens = self._prompt_kv(ids[:prompt_len])
         else:
@@ -368,7 +381,7 @@ class PackedScorer(Scorer):
         # Logit rows prompt_len-1 … T-2 predict tokens prompt_len … T-1; this pass makes those from `first` on.
         while True:
             run = self.budget.attempt(
-                lambda: self._chain(ids, first, kv_before, rows_from=first),
+                lambda: self._chain(ids, first, kv_before, rows_from=first, whole=not splittable),
                 min(tail, self.budget.token_budget) if self.budget.split_base else tail,
                 "the base pass",
                 cannot=None if splittable else "its attention recording must see the chain in one pass",
@@ -376,11 +389,10 @@ class PackedScorer(Scorer):
             )
             if run is not None:
                 break
-        kv, logits, norm, logprobs, skip, passes = run
+        kv, entropy, norm, logprobs, skip, passes = run
         reused = first - (prompt_len - 1)  # rows read from `previous`
         if reused:
-            both = logits is not None and previous.logits is not None
-            logits = torch.cat([previous.logits[:reused], logits]) if both else None
+            entropy = torch.cat([previous.entropy[:reused], entropy])
             norm = torch.cat([previous.norm[:reused], norm])
             logprobs = torch.cat([previous.logprobs[:reused], logprobs])
             skip = torch.cat([previous.skip[:reused], skip])
@@ -390,7 +402,7 @@ class PackedScorer(Scorer):
             prompt_len=prompt_len,
             start=start,
             kv=kv,
-            logits=logits,
+            entropy=entropy,
             norm=norm,
             prefix=torch.cat([scored.new_zeros(1), scored.cumsum(0)]),
             logprobs=logprobs,

@@ -6,7 +6,8 @@ A feature set is a `+`-joined list of named blocks (docs/SURROGATE.md), for cand
   one number per layer × head. Forward hooks reduce each layer's attention map to its column means
   as soon as the layer has run. Only the base pass records them, with eager attention (sdpa returns
   no weights); an incremental base pass, which reruns the chain from just before the last deletion,
-  adds to the last pass's running totals by query row (`received_sums`).
+  adds to the last pass's running totals by query row (`received_sums`), kept at `CHECKPOINTS`
+  query rows a layer so that they grow linearly with the chain (`resume_at`).
 - `next_attention`: the same for x_{q+1}, the token whose context the deletion changes first.
 - `answer_attention`: the log mean attention x_q receives from the answer segment's tokens, per
   layer × head: how much the answer, most of what a deletion can cost, reads the token.
@@ -100,6 +101,7 @@ def token_class_table(tokenizer) -> torch.Tensor:
 
 
 ATTENTION_LAYOUTS = "Llama/Qwen2/Mistral-style (`o_proj`) or GPT-2-style (`c_attn`, `c_proj`)"
+CHECKPOINTS = 32  # query rows of running totals a recording keeps a layer, evenly spaced (and the last)
 
 
 def _is_self_attention(module: torch.nn.Module) -> bool:
@@ -128,11 +130,11 @@ def received_sums(weights: torch.Tensor, keys_from: int, before: torch.Tensor | 
     """Running totals of the attention each key from `keys_from` on receives from the positions after it.
 
     `weights` (heads, queries, T) is one pass's causal attention, its queries the last positions. Row i
-    of the result (heads, T - keys_from, T - keys_from) holds, for each key, the weight it gets from the
-    queries at positions keys_from … keys_from + i, its own left out (queries before keys_from see none of
-    these keys); the last row is the total. A pass whose first query comes after keys_from (an
-    incremental base pass) takes the rows before it from `before`, the totals of an earlier pass that saw
-    the same tokens up to this one's first query.
+    of the result (heads, rows, T - keys_from) holds, for each key, the weight it gets from the queries up
+    to the pass's i-th query at or after keys_from, its own left out (queries before keys_from see none of
+    these keys); the last row is the total. A pass whose first query, at position `first`, comes after
+    keys_from (an incremental base pass) starts from `before` (heads, first - keys_from): the totals at
+    `first` of an earlier pass over the same tokens up to there.
     """
     heads, queries, total = weights.shape
     first = total - queries
@@ -141,18 +143,35 @@ def received_sums(weights: torch.Tensor, keys_from: int, before: torch.Tensor | 
     query = torch.arange(first + skipped, total, device=weights.device)
     key = torch.arange(keys_from, total, device=weights.device)
     sums = weights.masked_fill(query[:, None] == key[None, :], 0.0).cumsum(1)
-    rows = first - keys_from  # rows the earlier pass must give
-    if rows <= 0:
+    if first <= keys_from:
         return sums
-    if before is None or before.shape[1] < rows:
+    if before is None:
         raise ValueError(
             f"this pass starts at position {first}: it needs the running totals of an earlier pass over the "
-            f"same tokens up to there ({rows} rows from position {keys_from}), got "
-            f"{'none' if before is None else before.shape[1]}"
+            f"same tokens up to there (`resume_at` gives a position that has them)"
         )
-    earlier = before[:, :rows, : total - keys_from]  # keys at or after `first` get nothing from these rows
-    earlier = torch.nn.functional.pad(earlier, (0, total - keys_from - earlier.shape[-1]))
-    return torch.cat([earlier, earlier[:, -1:] + sums], dim=1)
+    return sums + torch.nn.functional.pad(before, (0, total - first))[:, None]
+
+
+def checkpoints(sums: torch.Tensor, first: int, keys_from: int) -> dict[int, torch.Tensor]:
+    """Rows of `received_sums` kept for later passes, by the position p a pass can start from: the totals
+    of the queries before p, over keys keys_from … p-1. Every `stride`-th such position is kept, with the
+    stride making about `CHECKPOINTS` over the chain (the next pass, over a shorter chain, starts before
+    its end)."""
+    total = keys_from + sums.shape[-1]
+    stride = max(1, -(-(total - keys_from) // CHECKPOINTS))
+    start = max(first, keys_from)  # row i holds the totals at position start + i + 1
+    kept = [p for p in range(start + 1, total) if (p - keys_from) % stride == 0]
+    return {p: sums[:, p - start - 1, : p - keys_from].clone() for p in kept}
+
+
+def resume_at(store: dict | None, first: int, keys_from: int) -> int:
+    """The position at or before `first` from which a pass can continue the running totals recorded in
+    `store` (with keys from `keys_from`): the latest checkpoint, or `first` itself when no totals are needed."""
+    if store is None or first <= keys_from:
+        return first
+    kept = next(iter(store["sums"].values()), {})
+    return max([keys_from, *(p for p in kept if p <= first)])
 
 
 @contextmanager
@@ -177,9 +196,10 @@ def recording_received_attention(
     queries (`answer`: the answer segment's tokens), both reduced as the layer runs.
 
     `received` holds for the keys from `keys_from` on (default: those from the pass's first query; 0 before).
-    With `keys_from`, the store also keeps each layer's running totals (`sums`, `received_sums`), so that the
-    next pass over the same tokens can start where they change: that pass records with this store as
-    `previous`. The totals are a heads × T × T map a layer, over the keys from `keys_from`."""
+    With `keys_from`, the store also keeps each layer's running totals at some positions (`sums`,
+    `checkpoints`), so that the next pass over the same tokens can start from one of them (`resume_at`):
+    that pass records with this store as `previous`. They take about `CHECKPOINTS` / 2 × heads × T numbers
+    a layer, over the keys from `keys_from`. The pass must run in one piece."""
     store: dict[str, dict[int, torch.Tensor]] = {"received": {}, "answer": {}, "sums": {}}
     earlier = (previous or {}).get("sums", {})
 
@@ -192,12 +212,15 @@ def recording_received_attention(
         first_key = keys_from if keys_from is not None else total - weights.shape[-2]
         if total <= first_key:  # a pass that ends before the keys (the prompt's own pass) tells nothing of them
             return
-        sums = received_sums(weights[0], first_key, earlier.get(layer))
+        first = total - weights.shape[-2]
+        before = earlier.get(layer, {})
+        sums = received_sums(weights[0], first_key, before.get(first))
         later = (total - 1 - torch.arange(first_key, total, device=sums.device)).clamp(min=1)
         received = torch.nn.functional.pad(sums[:, -1] / later, (first_key, 0))
         store["received"][layer] = received[None]
-        if keys_from is not None:
-            store["sums"][layer] = sums
+        if keys_from is not None:  # the totals a later pass can start from: the earlier ones still valid, and new
+            carried = {p: row for p, row in before.items() if p <= first}
+            store["sums"][layer] = {**carried, **checkpoints(sums, first, first_key)}
         if tail:
             store["answer"][layer] = weights[..., -tail:, :].float().mean(-2)
 
@@ -216,12 +239,6 @@ def stack_attention(store: dict[int, torch.Tensor], positions: torch.Tensor) -> 
     return per_layer.permute(2, 0, 1).reshape(len(positions), -1).cpu()
 
 
-def row_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy (nats) of the softmax of each row."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
-
-
 def candidate_features(
     store: dict[str, dict[int, torch.Tensor]],
     base: BasePass,
@@ -235,7 +252,7 @@ def candidate_features(
     (`recording_received_attention`, with `tail` the answer's length when `answer_attention` is asked for).
 
     Returns each block in `blocks` (on the CPU) plus `prior`: the given scores (a lookahead f_h), or
-    the first-order scores f, float64. Rows of `base.logits`, `logprobs` and `skip` are indexed by
+    the first-order scores f, float64. Rows of `base.entropy`, `logprobs` and `skip` are indexed by
     reasoning index: row j predicts x_q.
     """
     j = candidates.to(base.prefix.device)
@@ -251,9 +268,7 @@ def candidate_features(
     if "surprisal" in blocks:
         raw["surprisal"] = -base.logprobs[j].float().cpu()
     if "first_order" in blocks:
-        if base.logits is None:
-            raise ValueError("first_order features need the base pass's logit rows; do not split the base pass")
-        entropy_q, entropy_next = row_entropy(base.logits[j]), row_entropy(base.logits[j + 1])
+        entropy_q, entropy_next = base.entropy[j], base.entropy[j + 1]
         terms = (-base.logprobs[j], base.logprobs[j + 1], base.skip[j], entropy_q, entropy_next, prior - base.objective)
         raw["first_order"] = torch.stack([t.float() for t in terms], dim=1).cpu()
     if "position" in blocks:

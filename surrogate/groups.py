@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 
 from exact import GreedyPruner
 from exact.greedy import distinct_candidates
-from exact.scorers import PackedScorer
-from surrogate.features import BLOCKS, candidate_features, feature_matrix, recording_received_attention
+from exact.scorers import PackedScorer, rerun_from
+from surrogate.features import BLOCKS, candidate_features, feature_matrix, recording_received_attention, resume_at
 
 FEATURES_VERSION = 3  # bump when the raw features change, so stale caches are not read
 
@@ -62,8 +62,9 @@ def step_features(
     prompt_len = len(segments.prompt)
     for step in range(len(record["step_scores"])):
         ids = segments.with_kept(torch.tensor(kept))
+        first = resume_at(store, rerun_from(base, ids, prompt_len), prompt_len)  # at or before the last deletion
         with recording_received_attention(model, len(segments.answer), prompt_len, previous=store) as store:
-            base = scorer.base_pass(ids, prompt_len, len(kept), previous=base)  # reruns from the last deletion
+            base = scorer.base_pass(ids, prompt_len, len(kept), splittable=False, previous=base, first=first)
         candidates = torch.arange(len(kept))
         prior = scorer.score_from(base, candidates, horizon).values if horizon else None
         raw = candidate_features(store, base, len(kept), candidates, BLOCKS, classes, prior)

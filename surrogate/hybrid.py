@@ -25,7 +25,7 @@ from contextlib import nullcontext
 
 import torch
 
-from exact.scorers import BasePass, PackedScorer, Scorer, Scores
+from exact.scorers import BasePass, PackedScorer, Scorer, Scores, rerun_from
 from surrogate.calibration import in_force
 from surrogate.features import (
     attention_implementation,
@@ -33,6 +33,7 @@ from surrogate.features import (
     feature_blocks,
     feature_matrix,
     recording_received_attention,
+    resume_at,
     token_class_table,
 )
 from surrogate.models import Surrogate
@@ -117,9 +118,14 @@ class HybridScorer(Scorer):
         elif math.isinf(self.margins.z):
             words += "every candidate (ε = 0: exact greedy)"
         else:
+            first = (
+                f"every one whose estimate plus margin reaches the best estimate (at least {policy.k_min})"
+                if policy.first_round is None
+                else f"its top {policy.first_round} by estimate plus margin"
+            )
             words += (
-                f"its top {policy.k_min} by estimate plus margin, then {policy.round_size} at a time until the best "
-                f"is safe at a miss rate of {policy.epsilon:g} a step (margin {self.margins.z:.3g} spreads)"
+                f"{first}, then {policy.round_size} at a time until the best is safe at a miss rate of "
+                f"{policy.epsilon:g} a step (margin {self.margins.z:.3g} spreads)"
             )
         if policy.refresh:
             near = "the kept token" if policy.refresh == 1 else f"the {policy.refresh} kept tokens"
@@ -151,9 +157,11 @@ class HybridScorer(Scorer):
             if reads_attention
             else nullcontext({})
         )
+        first = rerun_from(last_base, ids, prompt_len)  # where this chain differs from the last step's
+        first = resume_at(last_store, first, prompt_len) if reads_attention else first  # a checkpoint of the totals
         with recording as store:
             splittable = not reads_attention  # the recording must see the pass whole
-            base = self.exact.base_pass(ids, prompt_len, n_reasoning, splittable=splittable, previous=last_base)
+            base = self.exact.base_pass(ids, prompt_len, n_reasoning, splittable, previous=last_base, first=first)
         self._last = (base, store)  # the next step's base pass reruns only from where this chain changes
         cost = {"tokens": base.tokens, "passes": base.passes}
         kept = list(range(n_reasoning)) if kept is None else [int(i) for i in kept]

@@ -243,7 +243,7 @@ def verify_step(
     chosen, values, ranked = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64), 0
     stale = view.stale
     size = policy.k_min if policy.first_round is None else policy.first_round
-    if margins is not None and policy.first_round is None:  # every candidate whose bound reaches the best estimate
+    if margins is not None and n and (policy.first_round is None or math.isinf(margins.z)):  # all that can reach
         reach = bound() >= estimates(predicted, residual).max()
         reach[stale] = False
         size = max(size, int(reach.sum()))

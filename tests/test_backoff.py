@@ -117,7 +117,7 @@ def test_base_pass_oom_splits_the_base_pass(monkeypatch, caplog, objective):
     assert torch.allclose(got.values, expected.values, atol=1e-5, rtol=0)
     assert abs(got.current - expected.current) < 1e-5
     base = scorer.base_pass(ids, p, n)
-    assert base.logits is None and base.passes == 2  # split: per-row log-probs only, no full logits
+    assert base.passes == 2 and len(base.entropy) == len(base.logprobs)  # split: the same per-row numbers
 
     # The objective pass over the whole chain, now in chunks of 16 tokens, backs off the same way.
     failed = inject_oom(monkeypatch, model, times=1, above=8, suffix=False)
@@ -131,13 +131,18 @@ def test_split_base_pass_matches_one_pass():
     one = PackedScorer(model, "joint", token_budget=64, row_tokens=16)
     split = PackedScorer(model, "joint", token_budget=16, row_tokens=16, split_base=True)
     a, b = one.base_pass(ids, p, n), split.base_pass(ids, p, n)
-    assert b.passes == 3 and a.tokens == b.tokens and b.logits is None
+    assert b.passes == 3 and a.tokens == b.tokens
     assert torch.allclose(a.prefix, b.prefix, atol=1e-5, rtol=0) and torch.allclose(a.skip, b.skip, atol=1e-5, rtol=0)
+    assert torch.allclose(a.entropy, b.entropy, atol=1e-5, rtol=0)
     assert split.settings()["split_base"] is True
-    # What the scorer and the surrogate's features read from the full logits, kept per row instead.
+    # What the scorer and the surrogate's features read from the logits, kept per row instead of them.
     rows = torch.arange(n)
-    assert torch.equal(a.logprobs[rows], a.logits[rows, ids[p + rows]].double() - a.norm[rows])
-    assert torch.equal(a.skip[rows], a.logits[rows, ids[p + rows + 1]].double() - a.norm[rows])
+    with torch.no_grad():
+        logits = model(input_ids=ids[None]).logits[0, p - 1 : p - 1 + n].double()
+    logp = torch.log_softmax(logits, -1)
+    assert torch.allclose(a.logprobs[rows], logp[rows, ids[p + rows]], atol=1e-5)
+    assert torch.allclose(a.skip[rows], logp[rows, ids[p + rows + 1]], atol=1e-5)
+    assert torch.allclose(a.entropy[rows].double(), -(logp.exp() * logp).sum(-1), atol=1e-5)
 
 
 def test_oom_below_the_floor_raises_a_clear_error(monkeypatch):

@@ -1,4 +1,4 @@
-"""`+experiment=bench_exact` runs on a tiny model and reports its speed, token counts and agreement."""
+"""`+experiment=bench_exact` and `bench_memory` run on a tiny model and report what they measure."""
 
 from __future__ import annotations
 
@@ -45,3 +45,28 @@ def test_bench_exact_reports_both_scorers(tmp_path, tiny_model_dir):
     assert reference["record"] == "r0" and reference["naive64_vs_packed64"] < 1e-9
     assert reference["naive32_vs_float64"] < 1e-4 and reference["packed32_vs_float64"] < 1e-4
     assert set(report["forward_tokens_per_s"]) == {"1", "2"} and report["packed_fraction_of_ceiling"] > 0
+
+
+def test_bench_memory_prunes_records_joined_into_one_long_chain(tmp_path, tiny_model_dir):
+    data = tmp_path / "chains.jsonl"
+    rows = [
+        {"id": f"r{i}", "question": "How many?", "reasoning": f"{i} + {i} = {2 * i} apples.", "answer": "2"}
+        for i in range(6)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = compose_config(
+        "+experiment=bench_memory",
+        "model=hf",
+        f"model.path={tiny_model_dir}",
+        "data=jsonl",
+        f"data.path={data}",
+        f"output_dir={tmp_path / 'out'}",
+        "runtime.progress=false",
+        "bench.reasoning_tokens=45",
+        "bench.steps=2",
+        "scorer.surrogate=first_order@2",  # no surrogate is trained for the tiny model
+    )
+    report = run_task(cfg)
+    assert json.loads((tmp_path / "out" / "bench_memory.json").read_text()) == report
+    assert 45 <= report["n_reasoning_tokens"] < 70 and report["steps"] == 2 and report["scorer"] == "hybrid"
+    assert 0 < report["peak_rss_gb_model_loaded"] <= report["peak_rss_gb"] and report["tokens_per_step"] > 0

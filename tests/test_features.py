@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from conftest import tiny_gpt2, tiny_llama, tiny_qwen2
-from exact.scorers import PackedScorer, scored_from
+from exact.scorers import PackedScorer, rerun_from, scored_from
+from surrogate import features
 from surrogate.features import (
     BLOCKS,
     TOKEN_CLASSES,
@@ -17,6 +18,7 @@ from surrogate.features import (
     feature_width,
     prior_column,
     recording_received_attention,
+    resume_at,
     token_class_table,
 )
 
@@ -59,23 +61,30 @@ def test_attention_features_match_output_attentions(build):
 
 
 @pytest.mark.parametrize("build", [tiny_llama, tiny_gpt2], ids=["llama", "gpt2"])
-def test_attention_totals_carry_over_to_an_incremental_base_pass(build):
+@pytest.mark.parametrize("kept", [4, 32])
+def test_attention_totals_carry_over_to_an_incremental_base_pass(build, kept, monkeypatch):
+    """A pass from a checkpoint of the totals at or before the last deletion gives a whole pass's features;
+    the checkpoints kept stay about `CHECKPOINTS` a layer, so the totals grow linearly with the chain."""
+    monkeypatch.setattr(features, "CHECKPOINTS", kept)
     model = build(attn="sdpa")
     ids, prompt_len, n = chain(1, 40), 8, 26
     answer, blocks = len(ids) - prompt_len - n, ("attention", "next_attention", "answer_attention")
     scorer = PackedScorer(model)
     with recording_received_attention(model, answer, prompt_len) as store:
         base = scorer.base_pass(ids, prompt_len, n)
-    for j in (13, 20, 0, 2, 5):  # successive deletions, each pass from just before the last one
+    for j in (13, 20, 0, 2, 5):  # successive deletions
         ids, n = torch.cat([ids[: prompt_len + j], ids[prompt_len + j + 1 :]]), n - 1
+        first = resume_at(store, rerun_from(base, ids, prompt_len), prompt_len)
+        assert first <= max(prompt_len, prompt_len + j - 2)
         with recording_received_attention(model, answer, prompt_len, previous=store) as store:
-            base = scorer.base_pass(ids, prompt_len, n, previous=base)
+            base = scorer.base_pass(ids, prompt_len, n, previous=base, first=first)
         fresh_store, fresh = recorded(model, ids, prompt_len, n)
         raw = candidate_features(store, base, n, torch.arange(n), blocks)
         expected = candidate_features(fresh_store, fresh, n, torch.arange(n), blocks)
         for block in blocks:
             assert torch.allclose(raw[block], expected[block], atol=1e-6), (j, block)
         assert j < 2 or base.tokens < fresh.tokens
+        assert all(len(rows) <= 2 * kept + 1 for rows in store["sums"].values())
     with pytest.raises(ValueError, match="running totals of an earlier pass"):
         with recording_received_attention(model, answer, prompt_len):  # no earlier totals to start from
             scorer.base_pass(ids[:-1], prompt_len, n, previous=base)
