@@ -181,7 +181,7 @@ def test_the_hostile_file_runs_to_completion_with_every_line_accounted_for(tmp_p
         "type-1", "noq-1", "nullans-1", None, None, "long-1", "ws-1", "nul-1", "trunc-1", "bom-1", "surr-1"
     ]  # fmt: skip
     assert "lone surrogate \\ud800 at character 2" in skipped[-1]["reason"]
-    assert "more than max_reasoning_tokens=512" in skipped[5]["reason"]
+    assert "more than max_reasoning_tokens=2048" in skipped[5]["reason"]
 
     again = run_task(prune_config(tiny_model_dir, data, out, f"pruner={pruner}", "pruner.prune.keep_fractions=[0.5]"))
     assert again["pruned"] == 0 and again["already_done"] == len(pruned) and again["skipped"] == len(skipped)
