@@ -358,9 +358,11 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
     every = ("eps=0", "k=1000", "first_order@2:eps=0,lookahead_window=1")
     assert set(methods) == {"exact_packed", "eps=0.02", "k=2,refresh=0", "first_order:k=1,refresh=0", *every}
     assert methods["exact_packed"]["speedup_wall"] == 1.0 and methods["exact_packed"]["step_agreement"] == 1.0
+    assert methods["exact_packed"]["j_retention"] == 1.0
     for name in every:
         assert methods[name]["jaccard"] == {"0.9": 1.0, "0.7": 1.0, "0.5": 1.0}
         assert methods[name]["step_agreement"] == 1.0 and methods[name]["final_objective_abs_gap_nats"] < 1e-4
+        assert abs(methods[name]["j_retention"] - 1.0) < 1e-3  # all of the J gap between Uniform and exact
         assert {row["jaccard"] for row in methods[name]["per_record"].values()} == {1.0}
     assert list(methods["k=2,refresh=0"]["per_record"]) == [r["id"] for r in report["records"]]
     assert methods["k=2,refresh=0"]["tokens_processed"] < methods["exact_packed"]["tokens_processed"]

@@ -10,8 +10,9 @@ On the same held-out chains, with one loaded model:
 Per method: wall time, tokens, speedups over exact (wall and tokens), candidates verified per step,
 step agreement (along the exact path, the fraction of steps whose exact argmax is among what the
 method would verify), kept-set Jaccard with exact at each keep fraction on the method's own path,
-and the final J with its gap to exact. `bench.long` repeats exact and the methods for a bounded
-number of steps on long chains: tokens per step and step agreement. The dial (tokens saved against
+and the final J with its gap to exact and its J retention (the share of the J gap between Uniform
+and exact it keeps). `bench.long` repeats exact and the methods for a bounded number of steps on
+long chains: tokens per step and step agreement. The dial (tokens saved against
 agreement) goes to dial.png, and the JSON and plot to W&B.
 """
 
@@ -98,6 +99,18 @@ def agreement_summary(records: list[PruneRecord], reference: list[PruneRecord], 
             for r, j, gap in zip(records, jaccard[f"{last:g}"], gaps)
         },
     }
+
+
+def retention(results: dict, baselines: dict, keep: float) -> None:
+    """Add each method's J retention at `keep`: the share of the J gap between Uniform and exact greedy that it
+    keeps, (J_method − J_uniform) / (J_exact − J_uniform), from mean J over the chains (1: exact's J)."""
+    if "uniform" not in baselines:
+        return
+    uniform, exact = baselines["uniform"]["objective"][f"{keep:g}"], results["exact_packed"]["final_objective"]
+    for row in results.values():
+        row["j_retention"] = (
+            round((row["final_objective"] - uniform) / (exact - uniform), 4) if exact != uniform else None
+        )
 
 
 def method_name(scorer: HybridScorer, surrogate: str | None) -> str:
@@ -220,6 +233,7 @@ def run(cfg: DictConfig) -> dict:
         "baselines": baseline_objectives(cfg, model, tokenizer, exact, chains, reference, fractions),
         "long": long_chains(cfg, methods, exact),
     }
+    retention(results, report["baselines"], min(fractions))
     target = OmegaConf.to_container(cfg.bench.target) if cfg.bench.get("target") else None
     dial = plot_dial(results, min(fractions), out / "dial.png", target)
     publish(out, tracker, "bench_hybrid", report, {"bench_hybrid/dial": dial})
