@@ -18,7 +18,7 @@ from conftest import noisy_chains, tiny_llama
 from exact import GreedyPruner, GreedyTrace
 from exact.greedy import distinct_candidates
 from exact.scorers import PackedScorer
-from src.api import compose_config
+from src.api import compose_config, load_pruner
 from src.run import run_task
 from surrogate.calibration import check_evidence, evidence, margins_for
 from surrogate.features import prior_column, token_class_table
@@ -340,6 +340,10 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
     rows = [{"id": f"c{i}", "question": "How many?", "reasoning": r, "answer": "1"} for i, r in enumerate(REASONINGS)]
     rows.append({"id": "long", "question": "How many?", "reasoning": long, "answer": "16"})
     chains.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    labels = tmp_path / "labels.jsonl"  # the long chain's exact run, as a labelling run writes it
+    exact = load_pruner("model=hf", f"model.path={tiny_model_dir}")
+    labelled = exact.prune("How many?", long, "16", [0.9, 0.7, 0.5], id="long", record_scores=True).record
+    labels.write_text(json.dumps({**labelled.to_json(), "question": "How many?", "reasoning": long, "answer": "16"}))
     methods = "[{}, {policy: {epsilon: 0.0}}, {policy: {epsilon: null, k_min: 2, refresh: 0}}, "
     methods += "{policy: {epsilon: null, k_min: 1000}}, "
     methods += "{surrogate: first_order, policy: {epsilon: null, k_min: 1, refresh: 0}}, "
@@ -348,7 +352,7 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
         "+experiment=bench_hybrid", "model=hf", f"model.path={tiny_model_dir}", "data=jsonl", f"data.path={chains}",
         "data.limit=2", "data.reasoning_tokens=[5,40]", f"bench.hybrid.surrogate={tmp_path / 's.pt'}",
         f"bench.methods={methods}",
-        "bench.long.limit=1", "bench.long.reasoning_tokens=[50,80]", "bench.long.steps=3",
+        f"bench.long.labels=[{labels}]", "bench.long.methods=['eps=0','k=2,refresh=0']",
         f"output_dir={tmp_path / 'out'}", "runtime.progress=false", "logger=none",
     )  # fmt: skip
     report = run_task(cfg)
@@ -377,13 +381,18 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
     assert set(report["baselines"]) == {"h2o", "surprisal", "uniform"}
     assert all(row["objective_gap_nats"]["0.5"] <= 1e-4 for row in report["baselines"].values())
     long = report["long"]
-    assert [r["id"] for r in long["records"]] == ["long"] and long["steps"] == 3
-    assert long["methods"]["eps=0"]["same_deletions"] == 1.0 and long["methods"]["eps=0"]["step_agreement"] == 1.0
+    assert [r["id"] for r in long["records"]] == ["long"] and set(long["methods"]) == {
+        "exact_packed",
+        "eps=0",
+        "k=2,refresh=0",
+    }
+    whole = long["methods"]["eps=0"]
+    assert whole["jaccard"] == {"0.9": 1.0, "0.7": 1.0, "0.5": 1.0} and whole["step_agreement"] == 1.0
+    assert abs(whole["j_retention"] - 1.0) < 1e-3 and whole["final_objective_abs_gap_nats"] < 1e-4
     assert long["methods"]["k=2,refresh=0"]["tokens_per_step"] < long["methods"]["exact_packed"]["tokens_per_step"]
 
 
 def test_hybrid_pruner_from_config(tmp_path, tiny_model_dir):
-    from src.api import load_pruner
 
     model = tiny_llama()
     surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "mlp", hidden=4)

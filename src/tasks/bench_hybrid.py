@@ -11,8 +11,8 @@ Per method: wall time, tokens, speedups over exact (wall and tokens), candidates
 step agreement (along the exact path, the fraction of steps whose exact argmax is among what the
 method would verify), kept-set Jaccard with exact at each keep fraction on the method's own path,
 and the final J with its gap to exact and its J retention (the share of the J gap between Uniform
-and exact it keeps). `bench.long` repeats exact and the methods for a bounded number of steps on
-long chains: tokens per step and step agreement. The dial (tokens saved against
+and exact it keeps). `bench.long` gives the same for whole long chains against their labelled exact
+runs (exact greedy is not rerun; its cost is its labelling run's). The dial (tokens saved against
 agreement) goes to dial.png, and the JSON and plot to W&B.
 """
 
@@ -32,7 +32,7 @@ from exact.record import PruneRecord
 from src.analysis.dial import plot_dial
 from src.api import build_pruner, select_chains, setup_runtime, with_scorer
 from src.models import load_model
-from src.surrogate_data import groups_of
+from src.surrogate_data import groups_of, labelled_records
 from src.tracking import publish, start_tracking
 from surrogate.features import prior_column
 from surrogate.groups import Group
@@ -134,8 +134,11 @@ class Methods:
                 raise ValueError(f"bench.methods names the hybrid {name} twice")
             self.specs[name], self.pruners[name] = OmegaConf.to_container(spec), pruner
 
-    def agreement(self, reference: list[PruneRecord], exact: GreedyPruner) -> dict[str, float]:
-        """Step agreement of every method along the exact path of `reference` (features cached on disk)."""
+    def agreement(
+        self, reference: list[PruneRecord], exact: GreedyPruner, names: list[str] | None = None
+    ) -> dict[str, float]:
+        """Step agreement of every method (or those `names`) along the exact path of `reference` (features cached
+        on disk)."""
         records = [r.to_json() for r in reference]
         result, groups = {}, {}
 
@@ -145,6 +148,8 @@ class Methods:
             return groups[feature_set, horizon]
 
         for name, pruner in self.pruners.items():
+            if names is not None and name not in names:
+                continue
             scorer = pruner.scorer
             feature_set, horizon = scorer.surrogate.feature_set, scorer.surrogate.config["horizon"]
             seen = steps(feature_set, horizon)
@@ -156,10 +161,11 @@ class Methods:
         return result
 
 
-def baseline_objectives(cfg, model, tokenizer, exact: GreedyPruner, chains, reference, fractions) -> dict:
-    """J of each static baseline's pruned chains at every keep fraction, and its gap to exact greedy's."""
+def baseline_objectives(cfg, nodes, model, tokenizer, exact: GreedyPruner, chains, reference, fractions) -> dict:
+    """J of each static baseline's pruned chains (`nodes`: name → pruner node) at every keep fraction, and its gap
+    to exact greedy's."""
     out = {}
-    for name, node in cfg.bench.baselines.items():
+    for name, node in nodes.items():
         records = prune_all(name, build_pruner(cfg, model, tokenizer, node), chains, fractions)  # H2O runs eager
         values = {f"{f:g}": [] for f in fractions}
         for chain, record in zip(chains, records):
@@ -178,27 +184,46 @@ def baseline_objectives(cfg, model, tokenizer, exact: GreedyPruner, chains, refe
     return out
 
 
-def long_chains(cfg, methods: Methods, exact: GreedyPruner) -> dict | None:
-    """Exact and every method for `bench.long.steps` deletions of long chains: tokens per step, step agreement."""
+def label_record(row: dict) -> PruneRecord:
+    """A labelled exact run (`src.labels.read_labels`: packed labels keep no tokens or pruned texts) as a record."""
+    fields = {"reasoning_tokens": [], "step_perplexity": [], "pruned": {}, **row}
+    return PruneRecord.from_json(fields)
+
+
+def long_chains(cfg, methods: Methods, exact: GreedyPruner, model, tokenizer, fractions: list[float]) -> dict | None:
+    """Every method on whole long chains against their labelled exact runs (`bench.long.labels`, their text read
+    from `data`; exact greedy is not rerun, its cost is the labelling run's): the same summary as the short chains,
+    with J retention against Uniform on these chains."""
     spec = cfg.bench.long
-    if not spec.limit:
+    if not spec.labels:
         return None
-    settings = OmegaConf.merge(cfg, {"data": {"reasoning_tokens": list(spec.reasoning_tokens), "limit": spec.limit}})
-    chains = select_chains(exact, settings)
-    bounded = {"max_deletions": spec.steps}
-    reference = prune_all("exact (long)", exact, chains, [spec.keep], record_scores=True, **bounded)
-    results = {"exact_packed": cost_summary(reference, reference)}
-    for name in methods.specs:
-        records = prune_all(f"{name} (long)", methods.pruners[name], chains, [spec.keep], **bounded)
-        results[name] = cost_summary(records, reference)
-        overlap = [len(set(r.deletion_order) & set(e.deletion_order)) / spec.steps for r, e in zip(records, reference)]
-        results[name]["same_deletions"] = round(statistics.mean(overlap), 4)
-    for name, agreement in methods.agreement(reference, exact).items():
+    sources = OmegaConf.merge(cfg, {"surrogate": {"label_sources": [cfg.data.path]}})
+    rows = labelled_records(sources, list(spec.labels))[: spec.limit]
+    chains = [{**row, "n": row["n_reasoning_tokens"]} for row in rows]
+    reference = [label_record(row) for row in rows]
+    results = {
+        "exact_packed": {**cost_summary(reference, reference), **agreement_summary(reference, reference, fractions)}
+    }
+    names = list(methods.specs) if spec.methods is None else list(spec.methods)
+    unknown = sorted(set(names) - set(methods.specs))
+    if unknown:
+        raise ValueError(
+            f"bench.long.methods names {unknown}, which bench.methods does not give: {list(methods.specs)}"
+        )
+    for name in names:
+        records = prune_all(f"{name} (long)", methods.pruners[name], chains, fractions)
+        results[name] = {**cost_summary(records, reference), **agreement_summary(records, reference, fractions)}
+    for name, agreement in methods.agreement(reference, exact, names).items():
         results[name]["step_agreement"] = agreement
+    results["exact_packed"]["step_agreement"] = 1.0
+    uniform = {"uniform": cfg.bench.baselines.uniform}
+    baselines = baseline_objectives(cfg, uniform, model, tokenizer, exact, chains, reference, fractions)
+    retention(results, baselines, min(fractions))
     return {
         "records": [{"id": c["id"], "n_reasoning_tokens": c["n"]} for c in chains],
-        "steps": spec.steps,
+        "exact_cost_from": "the labelling runs",
         "methods": results,
+        "baselines": baselines,
     }
 
 
@@ -230,8 +255,10 @@ def run(cfg: DictConfig) -> dict:
         "records": [{"id": c["id"], "n_reasoning_tokens": c["n"]} for c in chains],
         "settings": methods.specs,
         "methods": results,
-        "baselines": baseline_objectives(cfg, model, tokenizer, exact, chains, reference, fractions),
-        "long": long_chains(cfg, methods, exact),
+        "baselines": baseline_objectives(
+            cfg, cfg.bench.baselines, model, tokenizer, exact, chains, reference, fractions
+        ),
+        "long": long_chains(cfg, methods, exact, model, tokenizer, fractions),
     }
     retention(results, report["baselines"], min(fractions))
     target = OmegaConf.to_container(cfg.bench.target) if cfg.bench.get("target") else None
