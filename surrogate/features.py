@@ -101,7 +101,7 @@ def token_class_table(tokenizer) -> torch.Tensor:
 
 
 ATTENTION_LAYOUTS = "Llama/Qwen2/Mistral-style (`o_proj`) or GPT-2-style (`c_attn`, `c_proj`)"
-CHECKPOINTS = 32  # query rows of running totals a recording keeps a layer, evenly spaced (and the last)
+CHECKPOINTS = 32  # query rows of running totals a recording keeps a layer, evenly spaced
 
 
 def _is_self_attention(module: torch.nn.Module) -> bool:

@@ -8,8 +8,15 @@ from src.api import compose_config
 from src.run import run_task
 
 
-def test_bench_exact_reports_both_scorers(tmp_path, tiny_model_dir):
+def on_tiny_chains(experiment: str, tmp_path, model_dir: str, rows: list[dict], *overrides: str):
+    """The config of `experiment` over the tiny model, the `rows` as its data and tmp_path/out as its output."""
     data = tmp_path / "chains.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = ("model=hf", f"model.path={model_dir}", "data=jsonl", f"data.path={data}")
+    return compose_config(experiment, *common, f"output_dir={tmp_path / 'out'}", "runtime.progress=false", *overrides)
+
+
+def test_bench_exact_reports_both_scorers(tmp_path, tiny_model_dir):
     rows = [
         {
             "id": f"r{i}",
@@ -19,15 +26,11 @@ def test_bench_exact_reports_both_scorers(tmp_path, tiny_model_dir):
         }
         for i in range(3)
     ]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = compose_config(
+    cfg = on_tiny_chains(
         "+experiment=bench_exact",
-        "model=hf",
-        f"model.path={tiny_model_dir}",
-        "data=jsonl",
-        f"data.path={data}",
-        f"output_dir={tmp_path / 'out'}",
-        "runtime.progress=false",
+        tmp_path,
+        tiny_model_dir,
+        rows,
         "data.limit=2",
         "data.reasoning_tokens=[5,40]",
         "bench.throughput.seq_len=16",
@@ -48,20 +51,15 @@ def test_bench_exact_reports_both_scorers(tmp_path, tiny_model_dir):
 
 
 def test_bench_memory_prunes_records_joined_into_one_long_chain(tmp_path, tiny_model_dir):
-    data = tmp_path / "chains.jsonl"
     rows = [
         {"id": f"r{i}", "question": "How many?", "reasoning": f"{i} + {i} = {2 * i} apples.", "answer": "2"}
         for i in range(6)
     ]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = compose_config(
+    cfg = on_tiny_chains(
         "+experiment=bench_memory",
-        "model=hf",
-        f"model.path={tiny_model_dir}",
-        "data=jsonl",
-        f"data.path={data}",
-        f"output_dir={tmp_path / 'out'}",
-        "runtime.progress=false",
+        tmp_path,
+        tiny_model_dir,
+        rows,
         "bench.reasoning_tokens=45",
         "bench.steps=2",
         "scorer.surrogate=first_order@2",  # no surrogate is trained for the tiny model

@@ -184,6 +184,29 @@ def baseline_objectives(cfg, nodes, model, tokenizer, exact: GreedyPruner, chain
     return out
 
 
+def compare(
+    methods: Methods,
+    names: list[str],
+    chains: list[dict],
+    reference: list[PruneRecord],
+    exact: GreedyPruner,
+    fractions: list[float],
+    suffix: str = "",
+) -> dict[str, dict]:
+    """Exact greedy's `reference` runs and the methods `names`, each pruning `chains`: cost, agreement with exact
+    at every keep fraction and step agreement along its path, by method (progress bars: name + `suffix`)."""
+    results = {
+        "exact_packed": {**cost_summary(reference, reference), **agreement_summary(reference, reference, fractions)}
+    }
+    for name in names:
+        records = prune_all(f"{name}{suffix}", methods.pruners[name], chains, fractions)
+        results[name] = {**cost_summary(records, reference), **agreement_summary(records, reference, fractions)}
+    for name, agreement in methods.agreement(reference, exact, names).items():
+        results[name]["step_agreement"] = agreement
+    results["exact_packed"]["step_agreement"] = 1.0
+    return results
+
+
 def label_record(row: dict) -> PruneRecord:
     """A labelled exact run (`src.labels.read_labels`: packed labels keep no tokens or pruned texts) as a record."""
     fields = {"reasoning_tokens": [], "step_perplexity": [], "pruned": {}, **row}
@@ -201,21 +224,13 @@ def long_chains(cfg, methods: Methods, exact: GreedyPruner, model, tokenizer, fr
     rows = labelled_records(sources, list(spec.labels))[: spec.limit]
     chains = [{**row, "n": row["n_reasoning_tokens"]} for row in rows]
     reference = [label_record(row) for row in rows]
-    results = {
-        "exact_packed": {**cost_summary(reference, reference), **agreement_summary(reference, reference, fractions)}
-    }
     names = list(methods.specs) if spec.methods is None else list(spec.methods)
     unknown = sorted(set(names) - set(methods.specs))
     if unknown:
         raise ValueError(
             f"bench.long.methods names {unknown}, which bench.methods does not give: {list(methods.specs)}"
         )
-    for name in names:
-        records = prune_all(f"{name} (long)", methods.pruners[name], chains, fractions)
-        results[name] = {**cost_summary(records, reference), **agreement_summary(records, reference, fractions)}
-    for name, agreement in methods.agreement(reference, exact, names).items():
-        results[name]["step_agreement"] = agreement
-    results["exact_packed"]["step_agreement"] = 1.0
+    results = compare(methods, names, chains, reference, exact, fractions, " (long)")
     uniform = {"uniform": cfg.bench.baselines.uniform}
     baselines = baseline_objectives(cfg, uniform, model, tokenizer, exact, chains, reference, fractions)
     retention(results, baselines, min(fractions))
@@ -239,14 +254,7 @@ def run(cfg: DictConfig) -> dict:
     chains = select_chains(exact, cfg)
 
     reference = prune_all("exact_packed", exact, chains, fractions, record_scores=True)
-    exact_row = {**cost_summary(reference, reference), **agreement_summary(reference, reference, fractions)}
-    results = {"exact_packed": exact_row}
-    for name in methods.specs:
-        records = prune_all(name, methods.pruners[name], chains, fractions)
-        results[name] = {**cost_summary(records, reference), **agreement_summary(records, reference, fractions)}
-    for name, agreement in methods.agreement(reference, exact).items():
-        results[name]["step_agreement"] = agreement
-    results["exact_packed"]["step_agreement"] = 1.0
+    results = compare(methods, list(methods.specs), chains, reference, exact, fractions)
 
     report = {
         "model": cfg.model.path,
