@@ -37,6 +37,38 @@ class GreedyTrace:
     wall_s: float = 0.0
     verified_per_step: list[int] = field(default_factory=list)  # candidates scored exactly in each round
     scorer_state: Any = None  # the scorer's `state()` after the last round, handed back to it on resume
+    exact_checks: list[dict] | None = None  # per checked round: {"step", "scores": [[index, J], ...], "tokens"}
+
+
+@dataclass(frozen=True)
+class ExactChecks:
+    """Rounds at which greedy also scores every candidate with an exact `scorer`, to check the run's choice there.
+
+    The run itself is unchanged: its scorer still decides. `steps` counts deletions made before the round.
+    The checks' tokens are recorded with them, not in the run's cost.
+    """
+
+    scorer: Scorer
+    steps: frozenset[int]
+
+    @classmethod
+    def spread(cls, scorer: Scorer, count: int, deletions: int) -> ExactChecks:
+        """`count` rounds spread evenly over `deletions`, each in the middle of its share of the run."""
+        if count < 0:
+            raise ValueError(f"exact_checks must be a count of steps, at least 0, got {count}")
+        return cls(scorer, frozenset(int((i + 0.5) * deletions / count) for i in range(min(count, deletions))))
+
+
+HIT_TOLERANCE = 1e-3  # nats: a choice within this of the exact best is a hit (fp32 differs between packings)
+
+
+def check_regrets(deletion_order: list[int], exact_checks: list[dict]) -> list[float]:
+    """At each checked round, the exact best J minus the exact J of the token the run deleted (0: exact's choice)."""
+    regrets = []
+    for check in exact_checks:
+        scores = dict((int(i), s) for i, s in check["scores"])
+        regrets.append(max(scores.values()) - scores[deletion_order[check["step"]]])
+    return regrets
 
 
 def distinct_candidates(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,6 +109,7 @@ def greedy_prune(
     per_step: int = 1,
     resume: GreedyTrace | None = None,
     on_state: Callable[[GreedyTrace], None] | None = None,
+    checks: ExactChecks | None = None,
 ) -> GreedyTrace:
     """Delete `deletions` reasoning tokens greedily; ties go to the lowest index.
 
@@ -90,6 +123,8 @@ def greedy_prune(
     continues the same run: the same deletion order, objectives and step scores as an uninterrupted
     run, with the cost counters and `wall_s` continuing from the saved values (a fresh scorer's own
     warm-up counts too: the packed scorer runs the prompt once more).
+
+    `checks` scores every candidate exactly at some rounds as well (`ExactChecks`), into `trace.exact_checks`.
     """
     n = len(segments.reasoning)
     if not 0 <= deletions <= n:
@@ -100,11 +135,11 @@ def greedy_prune(
         trace, kept = GreedyTrace(step_scores=[] if record_scores else None), torch.arange(n)
     else:
         trace, kept = restored(resume, n, deletions, record_scores)
-    wall_before = trace.wall_s
+    wall_before, checking = trace.wall_s, 0.0  # seconds spent on checks, not the run's own
     prompt_len = len(segments.prompt)
 
     def timed() -> GreedyTrace:
-        trace.wall_s = wall_before + time.perf_counter() - began
+        trace.wall_s = wall_before + time.perf_counter() - began - checking
         return trace
 
     def objective_now() -> float:
@@ -116,6 +151,8 @@ def greedy_prune(
 
     if not trace.step_objective:
         trace.step_objective.append(objective_now())
+    if checks is not None and trace.exact_checks is None:
+        trace.exact_checks = []
 
     scorer.start(copy.deepcopy(trace.scorer_state))
     while len(trace.deletion_order) < deletions:
@@ -130,6 +167,13 @@ def greedy_prune(
         if record_scores:
             values = scores.values[same_as]
             trace.step_scores.append([[int(i), float(v)] for i, v in zip(kept, values) if math.isfinite(v)])
+        if checks is not None and len(trace.deletion_order) in checks.steps:
+            check_began = time.perf_counter()
+            exact = checks.scorer.score(segments.with_kept(kept), prompt_len, len(kept), candidates, kept=kept)
+            values = exact.values[same_as]
+            scored = [[int(i), float(v)] for i, v in zip(kept, values)]
+            trace.exact_checks.append({"step": len(trace.deletion_order), "scores": scored, "tokens": exact.tokens})
+            checking += time.perf_counter() - check_began
         ranked = torch.sort(-scores.values, stable=True).indices  # best first; ties: the lowest index
         take = min(per_step, deletions - len(trace.deletion_order), int(torch.isfinite(scores.values).sum()))
         chosen = candidates[ranked[:take]]

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from exact.greedy import GreedyTrace, check_per_step, greedy_prune
+from exact.greedy import ExactChecks, GreedyTrace, check_per_step, greedy_prune
 from exact.keep import check_keep_fraction, keep_key, kept_indices, n_deletions, n_kept
 from exact.record import PruneRecord
 from exact.result import PruneResult
@@ -117,6 +117,7 @@ class GreedyPruner(ChainEncoder):
         prune_to_end: bool = False,
         record_scores: bool = False,
         max_deletions: int | None = None,
+        exact_checks: int = 0,
         id: str = "",
         extra: dict[str, Any] | None = None,
         on_step: Callable[[int, int], None] | None = None,
@@ -127,6 +128,8 @@ class GreedyPruner(ChainEncoder):
 
         `max_deletions` stops earlier (the first steps of a long chain, as labels); `pruned` then holds
         only the keep fractions reached.
+        `exact_checks` rounds, spread over the run, also score every candidate exactly (packed), to check the
+        scorer's choice there (`record.exact_checks`; the run itself is unchanged).
         `on_state` receives the partial trace after every scoring round (see `greedy_prune`); passing
         a saved one back as `resume`, with the same instance and settings, finishes the same record.
         """
@@ -137,8 +140,12 @@ class GreedyPruner(ChainEncoder):
         if max_deletions is not None:
             deletions = min(deletions, max_deletions)
         render = token_renderer(self.tokenizer, segments.reasoning)
+        checks = None
+        if exact_checks:
+            reference = PackedScorer(self.scorer.model, objective=self.scorer.objective_name)
+            checks = ExactChecks.spread(reference, exact_checks, deletions)
         trace = greedy_prune(
-            self.scorer, segments, deletions, record_scores, on_step, self.per_step, resume=resume, on_state=on_state
+            self.scorer, segments, deletions, record_scores, on_step, self.per_step, resume, on_state, checks
         )
         scored = [self._n_scored(n - d, len(segments.answer)) for d in range(len(trace.step_objective))]
         record = PruneRecord(
@@ -165,6 +172,7 @@ class GreedyPruner(ChainEncoder):
                 "verified_per_step": trace.verified_per_step,
             },
             step_scores=trace.step_scores,
+            exact_checks=trace.exact_checks,
             extra={"question": question, "reasoning": reasoning, "answer": answer, **(extra or {})},
         )
         return PruneResult(record, render)

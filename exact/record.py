@@ -17,6 +17,7 @@ SCHEMA_FIELDS = (
     "step_perplexity",
     "pruned",
     "step_scores",
+    "exact_checks",
     "cost",
 )
 
@@ -37,14 +38,16 @@ class PruneRecord:
     pruned: dict[str, str]
     cost: dict[str, Any]
     step_scores: list[list[list[float]]] | None = None
+    exact_checks: list[dict] | None = None  # steps also scored exactly: {"step", "scores": [[index, J], ...], "tokens"}
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Flat JSON object: the schema fields, then the carried-through input fields."""
         row = asdict(self)
         extra = row.pop("extra")
-        if row["step_scores"] is None:
-            del row["step_scores"]
+        for optional in ("step_scores", "exact_checks"):
+            if row[optional] is None:
+                del row[optional]
         row.update({k: v for k, v in extra.items() if k not in SCHEMA_FIELDS})
         return row
 

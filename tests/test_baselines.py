@@ -72,7 +72,7 @@ def test_baselines_prune_into_the_shared_schema(tmp_path, tiny_model_dir, tokeni
     assert [r["id"] for r in records] == ["a", "b"]
     pruner = build_pruner(cfg)
     for record in records:
-        assert set(SCHEMA_FIELDS) - {"step_scores"} <= set(record) and record["method"] == method
+        assert set(SCHEMA_FIELDS) - {"step_scores", "exact_checks"} <= set(record) and record["method"] == method
         n = record["n_reasoning_tokens"]
         assert (
             sorted(record["deletion_order"]) == list(range(n))

@@ -7,7 +7,7 @@ import torch
 from test_scorers import full_recompute
 
 from conftest import tiny_llama
-from exact.greedy import distinct_candidates, greedy_prune
+from exact.greedy import ExactChecks, check_regrets, distinct_candidates, greedy_prune
 from exact.scorers import NaiveScorer, PackedScorer, Scorer, Scores
 from exact.sequence import Segments
 
@@ -115,3 +115,29 @@ def test_rounds_of_several_deletions():
         .values.item(),
         abs=1e-4,
     )
+
+
+def test_exact_checks_score_every_candidate_without_changing_the_run():
+    model, seg = tiny_llama(), segments(5, n=9)
+    checks = ExactChecks.spread(PackedScorer(model), 3, deletions=6)
+    assert checks.steps == {1, 3, 5}  # the middle of each third of the run
+    exact = greedy_prune(PackedScorer(model), seg, deletions=6, record_scores=True)
+    checked = greedy_prune(PackedScorer(model), seg, deletions=6, checks=checks)
+    assert checked.deletion_order == exact.deletion_order
+    assert checked.tokens_processed == exact.tokens_processed  # the checks are not the run's cost
+    assert [c["step"] for c in checked.exact_checks] == [1, 3, 5]
+    for check in checked.exact_checks:
+        assert check["scores"] == exact.step_scores[check["step"]]  # the same scorer on the same chain
+        assert check["tokens"] > 0
+    assert check_regrets(checked.deletion_order, checked.exact_checks) == pytest.approx([0, 0, 0], abs=1e-9)
+
+    # A scorer blind to the chain deletes the lowest index; the checks measure what each choice lost.
+    blind = greedy_prune(ConstantScorer(model=None), seg, deletions=6, checks=checks)
+    assert blind.deletion_order == [0, 1, 2, 3, 4, 5]
+    regrets = check_regrets(blind.deletion_order, blind.exact_checks)
+    for regret, check in zip(regrets, blind.exact_checks):
+        scores = dict((int(i), s) for i, s in check["scores"])
+        assert regret == pytest.approx(max(scores.values()) - scores[check["step"]]) and regret >= 0
+    assert max(regrets) > 0
+    with pytest.raises(ValueError, match="exact_checks must be a count"):
+        ExactChecks.spread(PackedScorer(model), -1, 6)

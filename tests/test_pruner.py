@@ -27,6 +27,7 @@ def test_record_schema(pruner):
         ANSWER,
         keep_fractions=[0.9, 0.5],
         record_scores=True,
+        exact_checks=2,
         id="r1",
         extra={"gold": "7", "meta": {"src": "t"}},
     )
@@ -41,6 +42,7 @@ def test_record_schema(pruner):
     assert len(row["step_objective"]) == len(row["step_perplexity"]) == deletions + 1
     assert set(row["pruned"]) == {"0.9", "0.5"} and len(row["pruned"]["0.5"]) == n // 2
     assert [len(s) for s in row["step_scores"]] == list(range(n, n - deletions, -1))
+    assert [c["scores"] for c in row["exact_checks"]] == [row["step_scores"][c["step"]] for c in row["exact_checks"]]
     counters = {"wall_s", "tokens_processed", "forward_passes", "verified_per_step"}
     assert set(row["cost"]) == {"scorer", "per_step", *counters}
     assert (

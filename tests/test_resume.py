@@ -16,7 +16,7 @@ import torch
 from test_greedy import segments
 from test_run import prune_overrides, records_file, row
 
-from exact.greedy import GreedyTrace, greedy_prune
+from exact.greedy import ExactChecks, GreedyTrace, greedy_prune
 from exact.scorers import NaiveScorer, PackedScorer
 from src.api import build_pruner, compose_config
 from src.checkpoint import PartialStates, file_name, fingerprint
@@ -65,6 +65,21 @@ def test_resumed_greedy_equals_an_uninterrupted_run(llama, scorer, per_step, rou
     rerun = len(seg.prompt) - 1 if scorer == "packed" and len(saved.deletion_order) < deletions else 0
     assert resumed.tokens_processed == full.tokens_processed + rerun
     assert resumed.wall_s >= saved.wall_s
+
+
+def test_a_resumed_run_keeps_its_exact_checks(llama):
+    seg, deletions = segments(1, n=10), 8
+
+    def checks() -> ExactChecks:  # steps 1, 3, 5, 7, by a fresh packed scorer each run
+        return ExactChecks.spread(PackedScorer(llama), 4, deletions)
+
+    full = greedy_prune(NaiveScorer(llama), seg, deletions, checks=checks())
+    saved = saved_after(NaiveScorer(llama), seg, deletions, 3, checks=checks())
+    assert [c["step"] for c in saved.exact_checks] == [1]
+    resumed = greedy_prune(NaiveScorer(llama), seg, deletions, resume=saved, checks=checks())
+    # The same checks; a fresh packed scorer runs the prompt once more, so their token counts may differ.
+    same = [(c["step"], c["scores"]) for c in full.exact_checks]
+    assert [(c["step"], c["scores"]) for c in resumed.exact_checks] == same
 
 
 @pytest.mark.parametrize(

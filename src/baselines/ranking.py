@@ -64,12 +64,13 @@ class RankingPruner:
         prune_to_end: bool = True,
         record_scores: bool = False,
         max_deletions: int | None = None,
+        exact_checks: int = 0,
         id: str = "",
         extra: dict[str, Any] | None = None,
         on_step: Callable[[int, int], None] | None = None,
     ) -> PruneResult:
-        """Rank the chain's units once; `prune_to_end`, `record_scores` and `max_deletions` do not apply to a
-        static ranking, which is always complete."""
+        """Rank the chain's units once; `prune_to_end`, `record_scores`, `max_deletions` and `exact_checks` do not
+        apply to a static ranking, which is always complete."""
         fractions = [check_keep_fraction(f) for f in keep_fractions]
         began = time.perf_counter()
         ranking = self.rank(question, reasoning, answer, id)
