@@ -25,7 +25,7 @@ TASKS = {
     "eval_surrogate": "src.tasks.eval_surrogate",
     "bench_hybrid": "src.tasks.bench_hybrid",
     "bench_gpu": "src.tasks.bench_gpu",
-    "bench_memory": "src.tasks.bench_memory",
+    "bench_long_chain": "src.tasks.bench_long_chain",
     "pack_labels": "src.tasks.pack_labels",
     "generate": "src.tasks.generate",
     "distill": "src.tasks.distill",

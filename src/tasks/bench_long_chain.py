@@ -1,25 +1,36 @@
-"""`+experiment=bench_memory`: the peak memory of pruning one long chain, in a process of its own.
+"""`+experiment=bench_long_chain` (and `bench_memory`, its first steps): one long chain pruned, in a process of its own.
 
 The reasoning of `data`'s records, in file order, is joined into one chain of at least
-`bench.reasoning_tokens` tokens (with the first record's question and answer), and the job's pruner
-(scorer=hybrid by default) makes `bench.steps` greedy deletions from it. One JSON object: the chain's
-length, seconds and tokens a step, and the process's peak resident memory (`ru_maxrss`) after the
-model is loaded and at the end, against `bench.target_gb`.
+`bench.reasoning_tokens` tokens (with the first record's question and answer). The job's pruner
+(scorer=hybrid by default) prunes it to `bench.keep`, or makes `bench.steps` deletions, saving its state
+as it goes: a rerun continues where a killed one stopped. `bench.exact_checks` steps, spread over the run,
+are also scored exactly, to check the pruner's choice there.
+
+One JSON object (bench_long_chain.json): the chain's length, the pruner's tokens
+against what exact packed greedy would spend along the same path (src/cost_model.py: a step's price
+depends only on the chain's length then), the hit rate at the checked steps, seconds a step in this
+process, and its peak resident memory (`ru_maxrss`) after the model is loaded and at the end, against
+`bench.target_gb`. The record goes to record.json.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import resource
 import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from exact.greedy import HIT_TOLERANCE, check_regrets
 from src.api import build_pruner, read_data, reasoning_length, setup_runtime
+from src.checkpoint import PartialStates, fingerprint
+from src.cost_model import chain_tokens
 from src.data import BadInput
 from src.models import load_model
+from src.outputs import write_atomic
 from src.tracking import publish, start_tracking
 
 
@@ -43,37 +54,72 @@ def long_chain(cfg: DictConfig, pruner, tokens: int) -> dict:
     raise ValueError(f"the records of {cfg.data.path} hold fewer than {tokens} reasoning tokens in all")
 
 
+def checked(record: dict) -> dict:
+    """The exact checks of a finished record: steps, regrets (nats), hit rate, and their tokens."""
+    checks = record.get("exact_checks") or []
+    regrets = check_regrets(record["deletion_order"], checks)
+    return {
+        "steps": [c["step"] for c in checks],
+        "regret_nats": [round(r, 4) for r in regrets],
+        "hit_rate": sum(r <= HIT_TOLERANCE for r in regrets) / len(regrets) if regrets else None,
+        "tokens": [c["tokens"] for c in checks],
+    }
+
+
 def run(cfg: DictConfig) -> dict:
     setup_runtime(cfg)
     spec = cfg.bench
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tracker = start_tracking(cfg, out, "bench_memory")
+    tracker = start_tracking(cfg, out, "bench_long_chain")
     model, tokenizer = load_model(**cfg.model)
     pruner = build_pruner(cfg, model, tokenizer)
     loaded = peak_rss_gb()
     chain = long_chain(cfg, pruner, spec.reasoning_tokens)
+    bench = json.dumps(OmegaConf.to_container(spec, resolve=True), sort_keys=True)  # the run's length and checks
+    key = hashlib.sha256((fingerprint(chain, cfg) + bench).encode()).hexdigest()
+    partials = PartialStates(out, cfg.runtime.checkpoint_every_s)
+    resume = partials.load(chain["id"], key)
+    done_before = len(resume.deletion_order) if resume else 0
     began = time.perf_counter()
     result = pruner.prune(
-        chain["question"], chain["reasoning"], chain["answer"], [spec.keep], id=chain["id"], max_deletions=spec.steps
+        chain["question"],
+        chain["reasoning"],
+        chain["answer"],
+        [spec.keep],
+        id=chain["id"],
+        max_deletions=spec.steps,
+        exact_checks=spec.exact_checks,
+        resume=resume,
+        on_state=partials.saver(chain["id"], key),
     )
     seconds = time.perf_counter() - began
-    record, peak = result.record, peak_rss_gb()
-    steps = len(record.deletion_order)
+    record, peak = result.record.to_json(), peak_rss_gb()
+    write_atomic(out / "record.json", json.dumps(record))
+    segments = pruner.encode(chain["question"], chain["reasoning"], chain["answer"])
+    n, steps = record["n_reasoning_tokens"], len(record["deletion_order"])
+    exact = chain_tokens("packed", n, steps, len(segments.prompt), len(segments.answer))
+    tokens = record["cost"]["tokens_processed"]
     report = {
         "model": cfg.model.path,
-        "scorer": record.cost.get("scorer"),
+        "scorer": record["cost"].get("scorer"),
         "threads": torch.get_num_threads(),
-        "n_reasoning_tokens": record.n_reasoning_tokens,
+        "n_reasoning_tokens": n,
         "steps": steps,
-        "seconds_per_step": round(seconds / steps, 2),
-        "tokens_per_step": round(record.cost["tokens_processed"] / steps, 1),
+        "steps_this_process": steps - done_before,
+        "tokens": tokens,
+        "exact_packed_tokens_same_path": round(exact),
+        "fewer_tokens_than_exact": round(exact / tokens, 2),
+        "verified_per_step": round(sum(record["cost"]["verified_per_step"]) / steps, 2),
+        "exact_checks": checked(record),
+        "seconds_per_step_this_process": round(seconds / max(steps - done_before, 1), 2),
         "peak_rss_gb_model_loaded": round(loaded, 3),
         "peak_rss_gb": round(peak, 3),
         "target_gb": spec.target_gb,
         "within_target": peak <= spec.target_gb,
     }
-    publish(out, tracker, "bench_memory", report, {})
+    partials.remove(chain["id"])
+    publish(out, tracker, "bench_long_chain", report, {})
     tracker.finish()
     print(json.dumps(report, indent=2))
     return report
