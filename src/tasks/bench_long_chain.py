@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from exact.greedy import HIT_TOLERANCE, check_regrets
 from src.api import build_pruner, read_data, reasoning_length, setup_runtime
@@ -31,6 +32,7 @@ from src.cost_model import chain_tokens
 from src.data import BadInput
 from src.models import load_model
 from src.outputs import write_atomic
+from src.prune_job import advance
 from src.tracking import publish, start_tracking
 
 
@@ -82,17 +84,19 @@ def run(cfg: DictConfig) -> dict:
     resume = partials.load(chain["id"], key)
     done_before = len(resume.deletion_order) if resume else 0
     began = time.perf_counter()
-    result = pruner.prune(
-        chain["question"],
-        chain["reasoning"],
-        chain["answer"],
-        [spec.keep],
-        id=chain["id"],
-        max_deletions=spec.steps,
-        exact_checks=spec.exact_checks,
-        resume=resume,
-        on_state=partials.saver(chain["id"], key),
-    )
+    with tqdm(desc=chain["id"], unit="del", initial=done_before, disable=not cfg.runtime.progress) as bar:
+        result = pruner.prune(
+            chain["question"],
+            chain["reasoning"],
+            chain["answer"],
+            [spec.keep],
+            id=chain["id"],
+            max_deletions=spec.steps,
+            exact_checks=spec.exact_checks,
+            resume=resume,
+            on_state=partials.saver(chain["id"], key),
+            on_step=advance(bar),
+        )
     seconds = time.perf_counter() - began
     record, peak = result.record.to_json(), peak_rss_gb()
     write_atomic(out / "record.json", json.dumps(record))
