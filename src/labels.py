@@ -1,7 +1,12 @@
-"""Surrogate labels: exact greedy records with step scores, as a labelling run writes them or packed to ship.
+"""Surrogate labels: records with exact scores of every candidate at some steps, as a labelling run writes them
+or packed to ship.
 
-A labelling run (`+experiment=label`) writes full records (records.jsonl). `pack_labels` keeps what is
-expensive to recompute (ids, deletion orders, objectives, every step's candidate scores and the cost)
+Two kinds of run label: exact greedy with `record_scores` (every step of the exact path, `step_scores`) and
+any run with `exact_checks` (the steps it checked exactly; a hybrid run's: on-policy labels, the states
+the hybrid itself reaches). `surrogate.groups.labelled_steps` gives either as (step, scores).
+
+A labelling run (`+experiment=label`, `label_onpolicy`) writes full records (records.jsonl). `pack_labels`
+keeps what is expensive to recompute (ids, deletion orders, objectives, the scores and the cost)
 plus a hash of the record's text, gzipped, and no dataset text. `read_labels` reads either kind; a
 packed file is joined back with the records of the dataset it was made from by id, and a record
 whose text no longer matches its hash is an error naming it.
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from src.data import BadInput, read_jsonl
+from surrogate.groups import labelled_steps
 
 PACKED_FIELDS = (
     "id",
@@ -28,6 +34,7 @@ PACKED_FIELDS = (
     "deletion_order",
     "step_objective",
     "step_scores",
+    "exact_checks",
     "cost",
 )
 TEXT_FIELDS = ("question", "reasoning", "answer")
@@ -40,16 +47,21 @@ def text_hash(record: dict[str, Any]) -> str:
 
 
 def pack_labels(records: Iterable[dict[str, Any]], path: str | Path) -> int:
-    """Write the label fields of `records` (those with step scores) to a gzipped JSONL file; how many were written."""
+    """Write the label fields of `records` (those with labelled steps) to a gzipped JSONL file; how many were
+    written."""
     lines, seen = [], set()
     for record in records:
-        if not record.get("step_scores"):
+        if not labelled_steps(record):
             continue
         if record["id"] in seen:
             raise ValueError(f"record {record['id']!r} is labelled twice")
         seen.add(record["id"])
         packed = {k: record[k] for k in PACKED_FIELDS if k in record}
-        packed["step_scores"] = [[[i, round(s, 6)] for i, s in step] for step in record["step_scores"]]
+        rounded = lambda scores: [[i, round(s, 6)] for i, s in scores]  # noqa: E731
+        if record.get("step_scores"):
+            packed["step_scores"] = [rounded(step) for step in record["step_scores"]]
+        if record.get("exact_checks"):
+            packed["exact_checks"] = [{**check, "scores": rounded(check["scores"])} for check in record["exact_checks"]]
         packed["text_sha256"] = record.get("text_sha256") or text_hash(record)  # already packed: kept
         lines.append(json.dumps(packed) + "\n")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +82,7 @@ def _rows(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
 def label_rows(paths: Iterable[str | Path]) -> Iterable[dict[str, Any]]:
     """The labelled rows of these files as they are (packed ones without their text), in file order."""
     for path in paths:
-        yield from (row for _, row in _rows(Path(path)) if row.get("step_scores"))
+        yield from (row for _, row in _rows(Path(path)) if labelled_steps(row))
 
 
 def labelled_ids(paths: Iterable[str | Path]) -> set[str]:
@@ -85,7 +97,7 @@ def labelled_ids(paths: Iterable[str | Path]) -> set[str]:
 def read_labels(
     paths: str | Path | Iterable[str | Path], dataset: Callable[[], Iterable[dict | BadInput]] | None = None
 ) -> list[dict[str, Any]]:
-    """Labelled records (with step scores) from records.jsonl files and packed `.jsonl.gz` files.
+    """Labelled records (with labelled steps) from records.jsonl files and packed `.jsonl.gz` files.
 
     `dataset()` yields the records packed labels were made from (for their text); an id in two files,
     or a packed record missing from the dataset or changed since, is an error that names it.
@@ -96,7 +108,7 @@ def read_labels(
     labelled = []
     for path in map(Path, paths):
         for where, row in _rows(path):
-            if not row.get("step_scores"):
+            if not labelled_steps(row):
                 continue
             if row["id"] in found:
                 raise ValueError(f"record {row['id']!r} is labelled twice: {found[row['id']]} and {where}")
@@ -114,5 +126,7 @@ def read_labels(
                 row = {**{k: source[k] for k in TEXT_FIELDS}, **row}
             labelled.append(row)
     if not labelled:
-        raise ValueError(f"no records with step_scores in {', '.join(map(str, paths))}; label with record_scores=true")
+        raise ValueError(
+            f"no labelled records in {', '.join(map(str, paths))}; label with record_scores=true or exact_checks"
+        )
     return labelled

@@ -23,6 +23,7 @@ from src.labels import labelled_ids
 from src.outputs import RecordWriter
 from src.pruning import (
     SkipReport,
+    advance,
     at_record_boundary,
     check_prune_options,
     new_counts,
@@ -49,16 +50,6 @@ def describe(result: PruneResult, keep: float) -> str:
         f"after:  {result.at(keep)}\n"
         f"marked: {result.show(keep)}"
     )
-
-
-def advance(bar: tqdm):
-    """A greedy `on_step` callback that moves `bar` to `done` of `total` deletions."""
-
-    def on_step(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
-    return on_step
 
 
 def prune_records(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig
+from tqdm.auto import tqdm
 
 from exact import GreedyPruner, InvalidInstance
 from exact.keep import check_keep_fraction, n_deletions
@@ -95,6 +96,16 @@ def records_to_prune(
             counts["already_done"] += 1
         else:
             yield item
+
+
+def advance(bar: tqdm):
+    """A greedy `on_step` callback that moves `bar` to `done` of `total` deletions."""
+
+    def on_step(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return on_step
 
 
 def checkpointing(pruner, item: dict, cfg: DictConfig, partials: PartialStates) -> dict:

@@ -1,8 +1,10 @@
 """Training groups for the surrogate: one (record, step) each, with features, first-order scores and exact labels.
 
-Labels come from exact greedy runs with `record_scores=true` (the step scores of every candidate).
-Features are recomputed on each step's pruned chain by the same base pass the hybrid runs, and
-cached on disk keyed by pruner model and record, so training and evaluation never rerun the model.
+Labels come from exact greedy runs with `record_scores=true` (the step scores of every candidate along the
+exact path) or from runs with `exact_checks` (every candidate scored exactly at some steps of the run's own
+path: a hybrid run's are on-policy labels). Features are recomputed on each labelled step's pruned chain by
+the same base pass the hybrid runs, and cached on disk keyed by pruner model and record, so training and
+evaluation never rerun the model.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -42,6 +45,14 @@ class Group:
         return torch.arange(len(self.kept)) if self.candidates is None else self.candidates
 
 
+def labelled_steps(record: dict[str, Any]) -> list[tuple[int, list[list[float]]]]:
+    """(step, [[index, J after deleting it], ...] for every kept token) of each labelled step of `record`: its exact
+    checks if it has any, else every recorded step of its exact greedy run."""
+    if record.get("exact_checks"):
+        return [(check["step"], check["scores"]) for check in record["exact_checks"]]
+    return list(enumerate(record.get("step_scores") or []))
+
+
 def model_key(name: str) -> str:
     return hashlib.sha1(name.encode()).hexdigest()[:12]
 
@@ -49,7 +60,7 @@ def model_key(name: str) -> str:
 def step_features(
     pruner: GreedyPruner, record: dict, classes: torch.Tensor | None, horizon: int = 0
 ) -> list[dict[str, torch.Tensor]]:
-    """Raw features (every block) and priors (f_horizon) of the kept reasoning tokens at every recorded step."""
+    """Raw features (every block) and priors (f_horizon) of the kept reasoning tokens at every labelled step."""
     segments = pruner.encode(record["question"], record["reasoning"], record["answer"])
     if len(segments.reasoning) != record["n_reasoning_tokens"]:
         raise ValueError(
@@ -58,9 +69,12 @@ def step_features(
         )
     model = pruner.scorer.model
     scorer = PackedScorer(model, record.get("objective", "joint"))
-    kept, out, base, store = list(range(len(segments.reasoning))), [], None, None
+    out, base, store = [], None, None
     prompt_len = len(segments.prompt)
-    for step in range(len(record["step_scores"])):
+    order = record["deletion_order"]
+    for step, _ in labelled_steps(record):
+        gone = set(order[:step])
+        kept = [i for i in range(len(segments.reasoning)) if i not in gone]
         ids = segments.with_kept(torch.tensor(kept))
         first = resume_at(store, rerun_from(base, ids, prompt_len), prompt_len)  # at or before the last deletion
         with recording_received_attention(model, len(segments.answer), prompt_len, previous=store) as store:
@@ -69,7 +83,6 @@ def step_features(
         prior = scorer.score_from(base, candidates, horizon).values if horizon else None
         raw = candidate_features(store, base, len(kept), candidates, BLOCKS, classes, prior)
         out.append({k: v.half() if "attention" in k else v for k, v in raw.items()})
-        kept.remove(record["deletion_order"][step])
     return out
 
 
@@ -82,16 +95,18 @@ def build_groups(
     progress: bool = True,
     horizon: int = 0,
 ) -> list[Group]:
-    """Groups of every step of every record, priors f_horizon; raw features come from the cache or are computed
-    once and cached."""
+    """Groups of every labelled step of every record, priors f_horizon; raw features come from the cache or are
+    computed once and cached."""
     folder = Path(cache_dir) / model_key(pruner.model_name)
     folder.mkdir(parents=True, exist_ok=True)
     groups = []
     for record in tqdm(records, desc="features", unit="rec", disable=not progress):
-        steps = len(record["step_scores"])
+        labelled = labelled_steps(record)
+        steps = [step for step, _ in labelled]
         fields = [record[k] for k in ("id", "question", "reasoning", "answer")]
-        order = record["deletion_order"][:steps]
-        key = json.dumps([FEATURES_VERSION, *fields, record.get("objective"), order, horizon])
+        order = record["deletion_order"][: steps[-1] + 1]
+        which = [] if steps == list(range(len(steps))) else [steps]  # every step from the first: as keyed before
+        key = json.dumps([FEATURES_VERSION, *fields, record.get("objective"), order, horizon, *which])
         cached = folder / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
         if cached.exists():
             features = torch.load(cached, weights_only=True)
@@ -99,7 +114,7 @@ def build_groups(
             features = step_features(pruner, record, classes, horizon)
             torch.save(features, cached)
         tokens = pruner.encode(record["question"], record["reasoning"], record["answer"]).reasoning
-        for step, (raw, scores) in enumerate(zip(features, record["step_scores"])):
+        for raw, (step, scores) in zip(features, labelled):
             index = torch.tensor([int(i) for i, _ in scores])
             kept = sorted(set(range(record["n_reasoning_tokens"])) - set(record["deletion_order"][:step]))
             if index.tolist() != kept:

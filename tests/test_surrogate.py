@@ -19,10 +19,12 @@ from exact import GreedyPruner, GreedyTrace
 from exact.greedy import distinct_candidates
 from exact.scorers import PackedScorer
 from src.api import compose_config, load_pruner
+from src.data import load_records
+from src.labels import label_rows, pack_labels, read_labels
 from src.run import run_task
 from surrogate.calibration import check_evidence, evidence, margins_for
 from surrogate.features import prior_column, token_class_table
-from surrogate.groups import Group, build_groups
+from surrogate.groups import Group, build_groups, labelled_steps
 from surrogate.hybrid import HybridScorer
 from surrogate.models import Surrogate
 from surrogate.policy import HybridPolicy
@@ -429,3 +431,43 @@ def test_shipped_surrogate_loads_for_the_embedded_model():
     check_evidence(surrogate.calibration, policy, surrogate.config["horizon"])
     margins = margins_for(surrogate.calibration, policy)
     assert 0 < margins.z < math.inf and set(meta["calibration"]) >= {"0.02"}
+
+
+def test_on_policy_labels_from_a_hybrid_run_train_a_surrogate(tmp_path, tiny_model_dir, labels):
+    """A hybrid run with exact checks labels the states of its own path; packed and read back, they are groups at
+    exactly those steps, and train a surrogate beside exact labels."""
+    data = tmp_path / "chains.jsonl"
+    rows = [{"id": f"p{i}", "question": "Sum?", "reasoning": r, "answer": str(i)} for i, r in enumerate(REASONINGS)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = ("model=hf", f"model.path={tiny_model_dir}", "data=jsonl", f"data.path={data}", "logger=none")
+    run_task(
+        compose_config(
+            "+experiment=prune", *common, "scorer=hybrid", "scorer.surrogate=first_order@2",
+            "pruner.prune.exact_checks=3", "pruner.prune.keep_fractions=[0.5]", f"output_dir={tmp_path / 'run'}",
+            "runtime.progress=false",
+        )  # fmt: skip
+    )
+    packed = tmp_path / "onpolicy.jsonl.gz"
+    assert pack_labels(label_rows([tmp_path / "run" / "records.jsonl"]), packed) == 5
+    records = read_labels([packed], lambda: load_records(str(data)))
+    assert all(r["method"] == "hybrid" and len(r["exact_checks"]) == 3 and "step_scores" not in r for r in records)
+
+    pruner = load_pruner(*common[:2], "model.attn_implementation=eager")
+    classes = token_class_table(pruner.tokenizer)
+    groups = build_groups(records, pruner, tmp_path / "features", RICH, classes, progress=False, horizon=2)
+    assert [(g.record_id, g.step) for g in groups] == [(r["id"], c["step"]) for r in records for c in r["exact_checks"]]
+    for group, check in zip(groups, [c for r in records for c in r["exact_checks"]]):
+        assert group.labels.tolist() == [s for _, s in check["scores"]]
+    # Features of a checked step are those of its state, however the steps before it were computed.
+    last = {**records[0], "exact_checks": records[0]["exact_checks"][-1:]}
+    alone = build_groups([last], pruner, tmp_path / "alone", RICH, classes, progress=False, horizon=2)[0]
+    assert torch.allclose(alone.features, groups[2].features, atol=1e-3)
+    assert torch.allclose(alone.prior, groups[2].prior, atol=1e-4)
+
+    out = tmp_path / "train"
+    overrides = surrogate_overrides(tiny_model_dir, labels, out, f"surrogate.labels=[{labels},{packed}]")
+    overrides += [f"surrogate.label_sources=[{data}]", "data.format=records"]
+    report = run_task(compose_config("+experiment=train_surrogate", *overrides))
+    assert report["steps"]["train"] + report["steps"]["val"] == sum(
+        len(labelled_steps(r)) for r in read_labels([labels, packed], lambda: load_records(str(data)))
+    )

@@ -32,7 +32,7 @@ from src.cost_model import chain_tokens
 from src.data import BadInput
 from src.models import load_model
 from src.outputs import write_atomic
-from src.prune_job import advance
+from src.pruning import advance
 from src.tracking import publish, start_tracking
 
 

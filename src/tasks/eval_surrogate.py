@@ -22,7 +22,7 @@ from src.surrogate_data import feature_pruner, groups_of, labelled_records, pred
 from src.tracking import start_tracking
 from surrogate.calibration import in_force
 from surrogate.features import prior_column
-from surrogate.groups import Group
+from surrogate.groups import Group, labelled_steps
 from surrogate.metrics import ranking_metrics
 from surrogate.models import Surrogate
 from surrogate.replay import remembered_lookahead, replay, step_agreement
@@ -81,7 +81,7 @@ def evaluate_set(cfg: DictConfig, labels: list[str], pruner) -> dict:
         if name in cfg.evaluate.replay:
             for label, row in replayed(cfg, surrogate, groups, records, pruner).items():
                 rows[f"{name}+{label}"] = {**about, **row}
-    steps = sum(len(record["step_scores"]) for record in records)
+    steps = sum(len(labelled_steps(record)) for record in records)
     return {"labels": labels, "records": len(records), "steps": steps, "surrogates": rows}
 
 
