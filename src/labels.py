@@ -99,7 +99,8 @@ def read_labels(
 ) -> list[dict[str, Any]]:
     """Labelled records (with labelled steps) from records.jsonl files and packed `.jsonl.gz` files.
 
-    `dataset()` yields the records packed labels were made from (for their text); an id in two files,
+    `dataset()` yields the records packed labels were made from (for their text, and their `prompt` if they
+    carry one: how they are encoded); an id in two files,
     or a packed record missing from the dataset or changed since, is an error that names it.
     """
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
@@ -123,7 +124,7 @@ def read_labels(
                     raise ValueError(f"record {row['id']!r} ({where}) is not in the dataset its labels were made from")
                 if text_hash(source) != row["text_sha256"]:
                     raise ValueError(f"record {row['id']!r} ({where}): its text changed since it was labelled")
-                row = {**{k: source[k] for k in TEXT_FIELDS}, **row}
+                row = {**{k: source[k] for k in (*TEXT_FIELDS, "prompt") if k in source}, **row}
             labelled.append(row)
     if not labelled:
         raise ValueError(

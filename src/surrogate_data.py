@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 from src.api import build_pruner
-from src.data import load_records
+from src.data import BadInput, load_records
 from src.labels import read_labels
 from src.models import load_model
 from src.paths import cache_root
@@ -33,13 +33,17 @@ def predict(surrogate: Surrogate, groups: list[Group]) -> list[torch.Tensor]:
 
 
 def labelled_records(cfg: DictConfig, labels) -> list[dict]:
-    """The labelled records of `labels` (records.jsonl or packed files); packed ones get their text from
-    `surrogate.label_sources`, read as `cfg.data` reads them."""
-    data = cfg.data
+    """The labelled records of `labels` (records.jsonl or packed files). Packed ones get their text from
+    `surrogate.label_sources` (conf/data nodes, each read as its own config reads it), and the prompt their
+    source encodes them with (`prompt`); records.jsonl rows are encoded with the job's `data` prompt."""
 
     def dataset():
-        for path in cfg.surrogate.label_sources:
-            yield from load_records(path, data.format, data.split, data.answer_template, data.id_prefix, data.name)
+        for source in cfg.surrogate.label_sources.values():
+            prompt = {"system_prompt": source.system_prompt, "answer_delimiter": source.answer_delimiter}
+            rows = load_records(
+                source.path, source.format, source.split, source.answer_template, source.id_prefix, source.name
+            )
+            yield from (row if isinstance(row, BadInput) else {**row, "prompt": prompt} for row in rows)
 
     return read_labels(labels, dataset)
 

@@ -9,6 +9,7 @@ evaluation never rerun the model.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass
@@ -53,6 +54,16 @@ def labelled_steps(record: dict[str, Any]) -> list[tuple[int, list[list[float]]]
     return list(enumerate(record.get("step_scores") or []))
 
 
+def encoder(pruner: GreedyPruner, record: dict) -> GreedyPruner:
+    """`pruner`, or a copy of it that encodes with the record's own prompt (`record["prompt"]`: its label source's)."""
+    prompt = record.get("prompt")
+    if not prompt or prompt == {"system_prompt": pruner.system_prompt, "answer_delimiter": pruner.answer_delimiter}:
+        return pruner
+    own = copy.copy(pruner)  # shares the model
+    own.system_prompt, own.answer_delimiter = prompt["system_prompt"], prompt["answer_delimiter"]
+    return own
+
+
 def model_key(name: str) -> str:
     return hashlib.sha1(name.encode()).hexdigest()[:12]
 
@@ -61,7 +72,7 @@ def step_features(
     pruner: GreedyPruner, record: dict, classes: torch.Tensor | None, horizon: int = 0
 ) -> list[dict[str, torch.Tensor]]:
     """Raw features (every block) and priors (f_horizon) of the kept reasoning tokens at every labelled step."""
-    segments = pruner.encode(record["question"], record["reasoning"], record["answer"])
+    segments = encoder(pruner, record).encode(record["question"], record["reasoning"], record["answer"])
     if len(segments.reasoning) != record["n_reasoning_tokens"]:
         raise ValueError(
             f"record {record['id']!r}: reasoning has {len(segments.reasoning)} tokens under this pruner and prompt, "
@@ -106,14 +117,16 @@ def build_groups(
         fields = [record[k] for k in ("id", "question", "reasoning", "answer")]
         order = record["deletion_order"][: steps[-1] + 1]
         which = [] if steps == list(range(len(steps))) else [steps]  # every step from the first: as keyed before
-        key = json.dumps([FEATURES_VERSION, *fields, record.get("objective"), order, horizon, *which])
+        own = encoder(pruner, record)
+        prompt = [] if own is pruner else [record["prompt"]]  # the job's data prompt: as keyed before
+        key = json.dumps([FEATURES_VERSION, *fields, record.get("objective"), order, horizon, *which, *prompt])
         cached = folder / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
         if cached.exists():
             features = torch.load(cached, weights_only=True)
         else:
             features = step_features(pruner, record, classes, horizon)
             torch.save(features, cached)
-        tokens = pruner.encode(record["question"], record["reasoning"], record["answer"]).reasoning
+        tokens = own.encode(record["question"], record["reasoning"], record["answer"]).reasoning
         for raw, (step, scores) in zip(features, labelled):
             index = torch.tensor([int(i) for i, _ in scores])
             kept = sorted(set(range(record["n_reasoning_tokens"])) - set(record["deletion_order"][:step]))

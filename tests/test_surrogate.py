@@ -435,24 +435,31 @@ def test_shipped_surrogate_loads_for_the_embedded_model():
 
 def test_on_policy_labels_from_a_hybrid_run_train_a_surrogate(tmp_path, tiny_model_dir, labels):
     """A hybrid run with exact checks labels the states of its own path; packed and read back, they are groups at
-    exactly those steps, and train a surrogate beside exact labels."""
+    exactly those steps, encoded with their label source's prompt, and train a surrogate beside exact labels."""
     data = tmp_path / "chains.jsonl"
     rows = [{"id": f"p{i}", "question": "Sum?", "reasoning": r, "answer": str(i)} for i, r in enumerate(REASONINGS)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     common = ("model=hf", f"model.path={tiny_model_dir}", "data=jsonl", f"data.path={data}", "logger=none")
     run_task(
         compose_config(
-            "+experiment=prune", *common, "scorer=hybrid", "scorer.surrogate=first_order@2",
-            "pruner.prune.exact_checks=3", "pruner.prune.keep_fractions=[0.5]", f"output_dir={tmp_path / 'run'}",
+            "+experiment=prune",
+            *common,
+            "scorer=hybrid",
+            "scorer.surrogate=first_order@2",
+            "pruner.prune.exact_checks=3",
+            "pruner.prune.keep_fractions=[0.5]",
+            f"output_dir={tmp_path / 'run'}",
             "runtime.progress=false",
+            "data.system_prompt=Count.",
         )  # fmt: skip
     )
     packed = tmp_path / "onpolicy.jsonl.gz"
     assert pack_labels(label_rows([tmp_path / "run" / "records.jsonl"]), packed) == 5
-    records = read_labels([packed], lambda: load_records(str(data)))
+    prompt = {"system_prompt": "Count.", "answer_delimiter": "\n"}
+    records = read_labels([packed], lambda: ({**r, "prompt": prompt} for r in load_records(str(data))))
     assert all(r["method"] == "hybrid" and len(r["exact_checks"]) == 3 and "step_scores" not in r for r in records)
 
-    pruner = load_pruner(*common[:2], "model.attn_implementation=eager")
+    pruner = load_pruner(*common[:2], "model.attn_implementation=eager")  # the default system prompt
     classes = token_class_table(pruner.tokenizer)
     groups = build_groups(records, pruner, tmp_path / "features", RICH, classes, progress=False, horizon=2)
     assert [(g.record_id, g.step) for g in groups] == [(r["id"], c["step"]) for r in records for c in r["exact_checks"]]
@@ -463,10 +470,17 @@ def test_on_policy_labels_from_a_hybrid_run_train_a_surrogate(tmp_path, tiny_mod
     alone = build_groups([last], pruner, tmp_path / "alone", RICH, classes, progress=False, horizon=2)[0]
     assert torch.allclose(alone.features, groups[2].features, atol=1e-3)
     assert torch.allclose(alone.prior, groups[2].prior, atol=1e-4)
+    # A lookahead over the whole suffix is the exact score, under the prompt the labels were made with only.
+    whole = build_groups([last], pruner, tmp_path / "whole", RICH, classes, progress=False, horizon=64)[0]
+    assert torch.allclose(whole.prior, whole.labels, atol=1e-3)
+    unprompted = {k: v for k, v in last.items() if k != "prompt"}
+    other = build_groups([unprompted], pruner, tmp_path / "other", RICH, classes, progress=False, horizon=64)[0]
+    assert not torch.allclose(other.prior, other.labels, atol=1e-3)
 
     out = tmp_path / "train"
     overrides = surrogate_overrides(tiny_model_dir, labels, out, f"surrogate.labels=[{labels},{packed}]")
-    overrides += [f"surrogate.label_sources=[{data}]", "data.format=records"]
+    source = "surrogate.label_sources.gsm8k"
+    overrides += [f"{source}.path={data}", f"{source}.format=records", f"{source}.system_prompt=Count."]
     report = run_task(compose_config("+experiment=train_surrogate", *overrides))
     assert report["steps"]["train"] + report["steps"]["val"] == sum(
         len(labelled_steps(r)) for r in read_labels([labels, packed], lambda: load_records(str(data)))

@@ -23,7 +23,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
 from exact import GreedyPruner
@@ -220,7 +220,9 @@ def long_chains(cfg, methods: Methods, exact: GreedyPruner, model, tokenizer, fr
     spec = cfg.bench.long
     if not spec.labels:
         return None
-    sources = OmegaConf.merge(cfg, {"surrogate": {"label_sources": [cfg.data.path]}})
+    sources = cfg.copy()
+    with open_dict(sources):
+        sources.surrogate.label_sources = {cfg.data.name: cfg.data}
     rows = labelled_records(sources, list(spec.labels))[: spec.limit]
     chains = [{**row, "n": row["n_reasoning_tokens"]} for row in rows]
     reference = [label_record(row) for row in rows]
