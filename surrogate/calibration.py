@@ -9,7 +9,7 @@ and their exact scores. `margins_for` replays a policy along those paths (surrog
 - z is the smallest margin of `MARGINS` whose replay misses the exact best candidate at a rate of at
   most ε.
 
-So changing ε, k_min, k_max, the round size, `refresh` or `age_window` needs no retraining; only the lookahead window,
+So changing ε, k_min, k_max, the round size or `refresh` needs no retraining; only the lookahead window,
 which changes the predictions themselves, needs `+experiment=calibrate_surrogate` (minutes, from the
 stored labels and cached features).
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -130,7 +129,7 @@ def margins_for(calibration: dict | None, policy: HybridPolicy) -> Margins | Non
     if policy.fixed or calibration is None:
         return None
     groups, predictions = evidence_steps(calibration)
-    fixed = replace(policy.as_fixed(), k_min=SPREAD_K)  # its refresh, windows and ages
+    fixed = HybridPolicy(None, SPREAD_K, refresh=policy.refresh, lookahead_window=policy.lookahead_window)
     spread = age_spread(groups, replay(groups, predictions, fixed, None))
 
     def missed(z: float) -> bool:

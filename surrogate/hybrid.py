@@ -131,8 +131,6 @@ class HybridScorer(Scorer):
             near = "the kept token" if policy.refresh == 1 else f"the {policy.refresh} kept tokens"
             words += f", and {near} on each side of the last deletion"
         words += "; it remembers what it verified"
-        if policy.age_window is not None:
-            words += f", aged only by deletions within {policy.age_window} places"
         if config["horizon"] and policy.lookahead_window is not None:
             words += f", and reruns {prior} only within {policy.lookahead_window} places of the last deletion"
         return words
@@ -180,7 +178,7 @@ class HybridScorer(Scorer):
             raw = candidate_features(store, base, n_reasoning, candidates, self.blocks, self.classes, prior)
             predicted = self.surrogate(feature_matrix(raw, self.surrogate.feature_set), raw["prior"]).double().cpu()
             predicted = predicted.numpy()
-            view = self.memory.view(kept, positions, self.policy.refresh, self.policy.age_window)
+            view = self.memory.view(kept, positions, self.policy.refresh)
             verify = lambda chosen: exact(torch.from_numpy(chosen)).numpy()  # noqa: E731
             chosen, verified = verify_step(self.policy, self.margins, predicted, view, verify)
         self.memory.learn([kept[positions[j]] for j in chosen], verified - predicted[chosen], kept)

@@ -8,8 +8,7 @@ the bench's step agreement), so what is calibrated and reported is what runs.
 What the hybrid knows of a candidate when its step begins (`ChainMemory`):
 - its prediction p, in nats;
 - its residual r = exact − p, from the last step that verified it;
-- the age of that memory: deletions since then (with `age_window`, only those within that many places of
-  the candidate), or never verified.
+- the age of that memory: deletions since then, or never verified.
 
 Its estimate is p + r. A candidate never verified gets p plus the mean of the residuals known now
 (remembered, or verified earlier in this step): the surrogate's offset, as far as it is known. A
@@ -53,7 +52,6 @@ class HybridPolicy:
     round_size: int = 4  # candidates per further round, until the stop rule holds
     refresh: int = 1  # kept tokens each side of the last deletion, verified every step (their memory is stale)
     lookahead_window: int | None = 6  # rerun a lookahead prior only this near the last deletion (None: every step)
-    age_window: int | None = None  # a memory ages only by deletions within this many places of it (None: by every one)
 
     def __post_init__(self):
         self.validate()
@@ -89,8 +87,6 @@ class HybridPolicy:
             raise ValueError(f"policy.refresh must be at least 0, got {self.refresh}")
         if self.lookahead_window is not None and self.lookahead_window < 0:
             raise ValueError(f"policy.lookahead_window must be at least 0 (or null), got {self.lookahead_window}")
-        if self.age_window is not None and self.age_window < 1:
-            raise ValueError(f"policy.age_window must be at least 1 (or null), got {self.age_window}")
 
     @property
     def fixed(self) -> bool:
@@ -100,12 +96,7 @@ class HybridPolicy:
     def as_fixed(self) -> HybridPolicy:
         """This policy with a fixed k_min (for a surrogate without calibration)."""
         return HybridPolicy(
-            None,
-            self.k_min,
-            round_size=self.round_size,
-            refresh=self.refresh,
-            lookahead_window=self.lookahead_window,
-            age_window=self.age_window,
+            None, self.k_min, round_size=self.round_size, refresh=self.refresh, lookahead_window=self.lookahead_window
         )
 
     def to_dict(self) -> dict:
@@ -149,7 +140,7 @@ class StepView:
     """One step's candidates as the memory sees them (arrays by candidate)."""
 
     residual: np.ndarray  # remembered exact − predicted (nan: never verified)
-    ages: list[int | None]  # deletions since last verified, within the age window (None: never verified)
+    ages: list[int | None]  # deletions since last verified (None: never)
     stale: np.ndarray  # indices of the candidates within `refresh` places of the last deletion
     deleted_at: list[int]  # where the last step deleted: insertion points among the kept tokens now
 
@@ -162,45 +153,25 @@ class ChainMemory:
     verified_at: dict[int, int] = field(default_factory=dict)  # the kept length then
     lookahead: dict[int, float] = field(default_factory=dict)  # the lookahead correction f_h − f, when last computed
     kept: list[int] | None = None  # the kept reasoning indices of the last step
-    deleted: dict[int, int] = field(default_factory=dict)  # each deleted index: the kept length just after it
 
-    def view(
-        self, kept: Sequence[int], candidates: Sequence[int], refresh: int, age_window: int | None = None
-    ) -> StepView:
+    def view(self, kept: Sequence[int], candidates: Sequence[int], refresh: int) -> StepView:
         """The candidates (positions among `kept`, the original indices kept now) as this memory sees them."""
         keys = [kept[j] for j in candidates]
         residual = np.array([self.residual.get(key, math.nan) for key in keys], dtype=np.float64)
-        ages = self.ages(keys, kept, age_window)
+        ages = [self.verified_at[key] - len(kept) if key in self.verified_at else None for key in keys]
         deleted_at = self.deleted_at(kept)
         near = near_deletions(deleted_at, refresh, len(kept))
         stale = np.array([i for i, j in enumerate(candidates) if j in near], dtype=np.int64)
         return StepView(residual, ages, stale, deleted_at)
 
-    def ages(self, keys: Sequence[int], kept: Sequence[int], window: int | None) -> list[int | None]:
-        """Deletions since each key was verified (None: never): every one, or those within `window` original places."""
-        if window is None:
-            return [self.verified_at[key] - len(kept) if key in self.verified_at else None for key in keys]
-        gone = {**self.deleted, **dict.fromkeys(self.since(kept), len(kept))}
-        where, after = np.array(list(gone), dtype=np.int64), np.array(list(gone.values()), dtype=np.int64)
-        ages = []
-        for key in keys:
-            if key not in self.verified_at:
-                ages.append(None)
-                continue
-            ages.append(int(((after < self.verified_at[key]) & (np.abs(where - key) <= window)).sum()))
-        return ages
-
-    def since(self, kept: Sequence[int]) -> list[int]:
-        """The original indices deleted since the last step."""
-        return [] if self.kept is None else sorted(set(self.kept) - set(kept))
-
     def deleted_at(self, kept: Sequence[int]) -> list[int]:
         """Insertion points among `kept` of what was deleted since the last step (none at a chain's first)."""
-        return np.searchsorted(np.asarray(kept), self.since(kept)).tolist()
+        if self.kept is None:
+            return []
+        return np.searchsorted(np.asarray(kept), sorted(set(self.kept) - set(kept))).tolist()
 
     def learn(self, keys: Sequence[int], residuals: Sequence[float], kept: Sequence[int]) -> None:
         """Remember the residuals verified at this step (original indices `keys`), and the chain now."""
-        self.deleted.update(dict.fromkeys(self.since(kept), len(kept)))
         for key, value in zip(keys, residuals):
             self.residual[int(key)] = float(value)
             self.verified_at[int(key)] = len(kept)
@@ -212,15 +183,13 @@ class ChainMemory:
             "verified_at": [[k, v] for k, v in sorted(self.verified_at.items())],
             "lookahead": [[k, v] for k, v in sorted(self.lookahead.items())],
             "kept": self.kept,
-            "deleted": [[k, v] for k, v in sorted(self.deleted.items())],
         }
 
     @classmethod
     def from_json(cls, state: dict | None) -> ChainMemory:
         if state is None:
             return cls()
-        names = ("residual", "verified_at", "lookahead", "deleted")
-        pairs = {name: {int(k): v for k, v in state.get(name, [])} for name in names}  # saved before `deleted`: none
+        pairs = {name: {int(k): v for k, v in state[name]} for name in ("residual", "verified_at", "lookahead")}
         return cls(**pairs, kept=state["kept"])
 
 

@@ -44,7 +44,7 @@ def replay(
         kept, candidates = group.kept.tolist(), group.candidate_indices().tolist()
         predicted = predicted.detach().double().cpu().numpy()[candidates]
         labels = group.labels.double().numpy()[candidates]
-        view = memory.view(kept, candidates, policy.refresh, policy.age_window)
+        view = memory.view(kept, candidates, policy.refresh)
         out.estimates.append(estimates(predicted, view.residual))
         out.ages.append(view.ages)
         chosen, values = verify_step(policy, margins, predicted, view, labels.__getitem__)

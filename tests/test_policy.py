@@ -50,7 +50,6 @@ def test_scorer_hybrid_composes_to_the_recommended_policy():
         ({"round_size": 0}, "policy.round_size"),
         ({"refresh": -1}, "policy.refresh"),
         ({"lookahead_window": -1}, "policy.lookahead_window"),
-        ({"age_window": 0}, "policy.age_window"),
     ],
 )
 def test_each_invalid_policy_fails_at_construction_naming_the_field(settings, field):
@@ -128,26 +127,6 @@ def test_the_memory_ages_stale_tokens_and_survives_json():
     memory.lookahead = {0: 1.0, 1: 1.0, 4: 1.0, 5: 1.0}
     assert lookahead_to_rerun(memory, kept, [0, 1, 2, 3, 4], window=1) == [1, 2]  # beside the gap, and never seen
     assert lookahead_to_rerun(memory, kept, [0, 1, 2, 3, 4], window=None) == [0, 1, 2, 3, 4]
-
-
-def test_with_an_age_window_a_memory_ages_only_by_deletions_near_it():
-    memory = ChainMemory()
-    memory.learn(list(range(20)), [0.0] * 20, kept=list(range(20)))
-    kept = list(range(20))
-    for gone in (3, 4, 15):  # three steps, one deletion each; 0 and 19 verified again at the second
-        kept.remove(gone)
-        if gone == 4:
-            memory.learn([0, 19], [0.0, 0.0], kept=kept)
-        else:
-            memory.learn([], [], kept=kept)
-    kept.remove(16)  # the next step's deletion, not yet learned
-    keys = [0, 1, 10, 19]
-    assert memory.ages(keys, kept, None) == [2, 4, 4, 2]  # every deletion since each was verified
-    assert memory.ages(keys, kept, 1000) == [2, 4, 4, 2]
-    assert memory.ages(keys, kept, 3) == [0, 2, 0, 1]  # 0: none near since; 1: 3 and 4; 10: none; 19: 16
-    assert ChainMemory.from_json(memory.to_json()) == memory
-    view = memory.view(kept, candidates=[0, 1], refresh=0, age_window=3)
-    assert view.ages == [0, 2]
 
 
 def test_a_replay_of_a_perfect_ranking_stops_at_once_and_a_margin_buys_back_a_noisy_one():

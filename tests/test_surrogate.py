@@ -250,7 +250,7 @@ def test_a_resumed_hybrid_run_equals_an_uninterrupted_one(tokenizer):
     states = []
     whole = pruner().prune(*chain, keep_fractions=[0.5], on_state=lambda t: states.append(copy.deepcopy(t))).record
     saved = states[3]
-    assert set(saved.scorer_state) == {"residual", "verified_at", "lookahead", "kept", "deleted"}
+    assert set(saved.scorer_state) == {"residual", "verified_at", "lookahead", "kept"}
     restored = GreedyTrace(**json.loads(json.dumps(asdict(saved))))  # as the run directory stores it
     resumed = pruner().prune(*chain, keep_fractions=[0.5], resume=restored).record
     assert resumed.deletion_order == whole.deletion_order
