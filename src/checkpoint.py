@@ -4,7 +4,8 @@ The greedy loop reports its trace after every scoring round; `PartialStates` sav
 `partial/<id>-<hash of id>.json` in the run directory (atomically, at most every
 `runtime.checkpoint_every_s` seconds; 0: every round). A rerun continues a record from its file when
 the file's fingerprint matches (the input's text and every setting that shapes the record), and
-removes the file once the record is in records.jsonl. One file:
+removes the file once the record is in records.jsonl. A state made with other settings (or text) is set
+aside in `partial-stale/`, not overwritten, so changing a setting by mistake loses no work. One file:
 
     {"id": "gsm8k-12", "fingerprint": "<sha256 hex>",
      "state": {"deletion_order": [...], "step_objective": [...], "step_scores": null,
@@ -68,7 +69,16 @@ class PartialStates:
             log.warning("%s: unreadable partial state (%r); record %r starts afresh", path, err, rid)
             return None
         if not matches:
-            log.warning("%s: partial state of another input or other settings; record %r starts afresh", path, rid)
+            kept = self.folder.parent / "partial-stale" / path.name
+            kept.parent.mkdir(exist_ok=True)
+            path.replace(kept)
+            log.warning(
+                "%s: partial state of another input or other settings; record %r starts afresh (the state is kept in "
+                "%s: to continue it, move it back and rerun with the settings it was made with)",
+                path,
+                rid,
+                kept,
+            )
             return None
         return state
 

@@ -104,7 +104,11 @@ def test_partial_states_save_load_and_refuse_other_inputs(tmp_path, caplog):
     assert partials.load("missing", "key") is None
 
     with caplog.at_level(logging.WARNING):
-        assert partials.load("a/b", "other key") is None
+        assert partials.load("a/b", "other key") is None  # its work is not lost: set aside, not overwritten
+        stale = tmp_path / "partial-stale" / file_name("a/b")
+        assert not partials.path("a/b").exists() and PartialStates(tmp_path).load("a/b", "key") is None
+        stale.replace(partials.path("a/b"))
+        assert partials.load("a/b", "key") == state
         partials.path("a/b").write_text('{"id": "a/b", "fingerprint": "key", "state": {"deletion')
         assert partials.load("a/b", "key") is None
     assert "another input" in caplog.text and "unreadable" in caplog.text
