@@ -9,6 +9,7 @@ import pytest
 from conftest import tiny_llama
 from exact import GreedyPruner, InvalidInstance, NaiveScorer, PackedScorer, PruneRecord
 from exact.record import SCHEMA_FIELDS
+from src.pruning import record_metrics
 
 QUESTION = "Ann has 3 pens and buys 4. How many?"
 REASONING = "3 + 4 = 7 pens."
@@ -43,6 +44,8 @@ def test_record_schema(pruner):
     assert set(row["pruned"]) == {"0.9", "0.5"} and len(row["pruned"]["0.5"]) == n // 2
     assert [len(s) for s in row["step_scores"]] == list(range(n, n - deletions, -1))
     assert [c["scores"] for c in row["exact_checks"]] == [row["step_scores"][c["step"]] for c in row["exact_checks"]]
+    metrics = record_metrics(row)  # exact greedy checked against itself: every choice is exact's
+    assert metrics["record/check_hit_rate"] == 1.0 and metrics["record/check_regret_nats"] == 0.0
     counters = {"wall_s", "tokens_processed", "forward_passes", "verified_per_step"}
     assert set(row["cost"]) == {"scorer", "per_step", *counters}
     assert (
