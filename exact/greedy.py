@@ -71,6 +71,11 @@ def check_regrets(deletion_order: list[int], exact_checks: list[dict]) -> list[f
     return regrets
 
 
+def hit_rate(regrets: list[float]) -> float | None:
+    """The share of checked rounds whose choice was exact greedy's (within `HIT_TOLERANCE`); None: no checks."""
+    return sum(r <= HIT_TOLERANCE for r in regrets) / len(regrets) if regrets else None
+
+
 def distinct_candidates(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Candidates to score, and for every kept token the candidate that gives the same chain.
 

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from exact import GreedyPruner, InvalidInstance
-from exact.greedy import HIT_TOLERANCE, check_regrets
+from exact.greedy import check_regrets, hit_rate
 from exact.keep import check_keep_fraction, n_deletions
 from exact.result import PruneResult
 from src.api import prune_options
@@ -179,6 +179,6 @@ def record_metrics(record: dict[str, Any]) -> dict[str, float]:
         metrics["record/tokens_per_s"] = cost["tokens_processed"] / max(cost["wall_s"], 1e-9)
     if record.get("exact_checks"):
         regrets = check_regrets(record["deletion_order"], record["exact_checks"])
-        metrics["record/check_hit_rate"] = sum(r <= HIT_TOLERANCE for r in regrets) / len(regrets)
+        metrics["record/check_hit_rate"] = hit_rate(regrets)
         metrics["record/check_regret_nats"] = sum(regrets) / len(regrets)
     return metrics

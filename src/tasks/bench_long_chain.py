@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from exact.greedy import HIT_TOLERANCE, check_regrets
+from exact.greedy import check_regrets, hit_rate
 from src.api import build_pruner, read_data, reasoning_length, setup_runtime
 from src.checkpoint import PartialStates, fingerprint
 from src.cost_model import chain_tokens
@@ -63,7 +63,7 @@ def checked(record: dict) -> dict:
     return {
         "steps": [c["step"] for c in checks],
         "regret_nats": [round(r, 4) for r in regrets],
-        "hit_rate": sum(r <= HIT_TOLERANCE for r in regrets) / len(regrets) if regrets else None,
+        "hit_rate": hit_rate(regrets),
         "tokens": [c["tokens"] for c in checks],
     }
 
