@@ -48,14 +48,11 @@ def text_hash(record: dict[str, Any]) -> str:
 
 def pack_labels(records: Iterable[dict[str, Any]], path: str | Path) -> int:
     """Write the label fields of `records` (those with labelled steps) to a gzipped JSONL file; how many were
-    written."""
-    lines, seen = [], set()
+    written. A record met twice with the same labels (a run packed part-way) is written once."""
+    lines, seen = [], {}
     for record in records:
         if not labelled_steps(record):
             continue
-        if record["id"] in seen:
-            raise ValueError(f"record {record['id']!r} is labelled twice")
-        seen.add(record["id"])
         packed = {k: record[k] for k in PACKED_FIELDS if k in record}
         rounded = lambda scores: [[i, round(s, 6)] for i, s in scores]  # noqa: E731
         if record.get("step_scores"):
@@ -63,7 +60,13 @@ def pack_labels(records: Iterable[dict[str, Any]], path: str | Path) -> int:
         if record.get("exact_checks"):
             packed["exact_checks"] = [{**check, "scores": rounded(check["scores"])} for check in record["exact_checks"]]
         packed["text_sha256"] = record.get("text_sha256") or text_hash(record)  # already packed: kept
-        lines.append(json.dumps(packed) + "\n")
+        line = json.dumps(packed) + "\n"
+        if record["id"] in seen:  # packed before and still in its labelling run: the same labels are kept once
+            if seen[record["id"]] != line:
+                raise ValueError(f"record {record['id']!r} is labelled twice, with different labels")
+            continue
+        seen[record["id"]] = line
+        lines.append(line)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     # No name and mtime 0 in the header: the same labels give the same bytes.
     with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as zipped:

@@ -47,6 +47,11 @@ def test_packed_labels_hold_no_text_and_read_back_joined(tmp_path):
     merged = tmp_path / "labels.jsonl.gz"  # packed again onto itself, with a new run
     assert pack_labels(label_rows([merged, more]), merged) == 4
     assert [r["id"] for r in read_labels([merged], lambda: iter(SOURCE))] == ["r0", "r1", "r2", "r3"]
+    assert pack_labels(label_rows([merged, runs, more]), tmp_path / "same.jsonl.gz") == 4  # packed part-way: once
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({**labelled(SOURCE[0]), "deletion_order": [1, 0]}) + "\n")
+    with pytest.raises(ValueError, match="'r0' is labelled twice, with different labels"):
+        pack_labels(label_rows([merged, other]), tmp_path / "bad.jsonl.gz")
 
 
 def test_bad_joins_name_the_record(tmp_path):
