@@ -46,6 +46,11 @@ def text_hash(record: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps([record[k] for k in TEXT_FIELDS]).encode()).hexdigest()[:16]
 
 
+def _rounded(scores: list[list[float]]) -> list[list[float]]:
+    """[[index, J], ...] with J to 6 decimals (a micro-nat: below the scorers' fp32 noise)."""
+    return [[i, round(s, 6)] for i, s in scores]
+
+
 def pack_labels(records: Iterable[dict[str, Any]], path: str | Path) -> int:
     """Write the label fields of `records` (those with labelled steps) to a gzipped JSONL file; how many were
     written. A record met twice with the same labels (a run packed part-way) is written once."""
@@ -54,11 +59,10 @@ def pack_labels(records: Iterable[dict[str, Any]], path: str | Path) -> int:
         if not labelled_steps(record):
             continue
         packed = {k: record[k] for k in PACKED_FIELDS if k in record}
-        rounded = lambda scores: [[i, round(s, 6)] for i, s in scores]  # noqa: E731
         if record.get("step_scores"):
-            packed["step_scores"] = [rounded(step) for step in record["step_scores"]]
+            packed["step_scores"] = [_rounded(step) for step in record["step_scores"]]
         if record.get("exact_checks"):
-            packed["exact_checks"] = [{**check, "scores": rounded(check["scores"])} for check in record["exact_checks"]]
+            packed["exact_checks"] = [{**check, "scores": _rounded(check["scores"])} for check in record["exact_checks"]]
         packed["text_sha256"] = record.get("text_sha256") or text_hash(record)  # already packed: kept
         line = json.dumps(packed) + "\n"
         if record["id"] in seen:  # packed before and still in its labelling run: the same labels are kept once
