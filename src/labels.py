@@ -62,7 +62,7 @@ def pack_labels(records: Iterable[dict[str, Any]], path: str | Path) -> int:
         if record.get("step_scores"):
             packed["step_scores"] = [_rounded(step) for step in record["step_scores"]]
         if record.get("exact_checks"):
-            packed["exact_checks"] = [{**check, "scores": _rounded(check["scores"])} for check in record["exact_checks"]]
+            packed["exact_checks"] = [{**c, "scores": _rounded(c["scores"])} for c in record["exact_checks"]]
         packed["text_sha256"] = record.get("text_sha256") or text_hash(record)  # already packed: kept
         line = json.dumps(packed) + "\n"
         if record["id"] in seen:  # packed before and still in its labelling run: the same labels are kept once
