@@ -51,6 +51,27 @@ def test_bench_exact_reports_both_scorers(tmp_path, tiny_model_dir):
     assert reference["record"] == "r0" and reference["naive64_vs_packed64"] < 1e-9
     assert reference["naive32_vs_float64"] < 1e-4 and reference["packed32_vs_float64"] < 1e-4
     assert set(report["forward_tokens_per_s"]) == {"1", "2"} and report["packed_fraction_of_ceiling"] > 0
+    assert report["packed_over_naive_tokens_per_s"] > 0
+
+
+def test_bench_exact_stops_after_steps(tmp_path, tiny_model_dir):
+    """`bench.steps` times the first deletions of a chain too long to prune whole with naive."""
+    rows = [{"id": "r0", "question": "How many?", "reasoning": "1 + 1 = 2 apples, and 2 + 2 = 4 pears.", "answer": "4"}]
+    cfg = on_tiny_chains(
+        "+experiment=bench_exact",
+        tmp_path,
+        tiny_model_dir,
+        rows,
+        "bench.steps=2",
+        "data.reasoning_tokens=null",
+        "bench.float64_check=false",
+        "bench.throughput.seq_len=16",
+        "bench.throughput.batch_sizes=[1]",
+        "bench.throughput.repeats=1",
+    )
+    report = run_task(cfg)
+    assert {run["deletions"] for run in report["scorers"].values()} == {2}
+    assert report["identical_deletion_orders"] is True
 
 
 def long_chain_config(tmp_path, tiny_model_dir, experiment: str, *overrides: str):
