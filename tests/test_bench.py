@@ -134,7 +134,11 @@ def test_bench_long_chain_checks_steps_exactly_and_continues_a_killed_run(tmp_pa
         patch.setattr(PartialStates, "saver", dies_after_5)
         with pytest.raises(Killed):
             run_task(cfg)
+    running = json.loads((tmp_path / "out" / "progress.json").read_text())  # the numbers of the last step it showed
+    assert running["finished"] is False and running["steps"] == 4 and running["peak_rss_gb"] > 0
+    assert running["exact_checks"]["steps"] == [steps // 4]
     again = run_task(cfg)
+    assert json.loads((tmp_path / "out" / "progress.json").read_text()) == {**again, "finished": True}
     assert again["steps"] == steps and again["steps_this_process"] == steps - 5
     resumed = json.loads((tmp_path / "out" / "record.json").read_text())
     assert resumed["deletion_order"] == record["deletion_order"]

@@ -6,7 +6,8 @@ The reasoning of `data`'s records, in file order, is joined into one chain of at
 as it goes: a rerun continues where a killed one stopped. `bench.exact_checks` steps, spread over the run,
 are also scored exactly, to check the pruner's choice there.
 
-One JSON object (bench_long_chain.json): the chain's length, the pruner's tokens
+While it runs, the numbers so far are on the progress bar and in progress.json. At the end, one JSON
+object (bench_long_chain.json): the chain's length, the pruner's tokens
 against what exact packed greedy would spend along the same path (src/cost_model.py: a step's price
 depends only on the chain's length then), the hit rate at the checked steps, seconds a step in this
 process, and its peak resident memory (`ru_maxrss`) after the model is loaded and at the end, against
@@ -19,13 +20,14 @@ import hashlib
 import json
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from exact.greedy import check_regrets, hit_rate
+from exact.greedy import HIT_TOLERANCE, GreedyTrace, check_regrets, hit_rate
 from src.api import build_pruner, read_data, reasoning_length, setup_runtime
 from src.checkpoint import PartialStates, fingerprint
 from src.cost_model import chain_tokens
@@ -56,16 +58,46 @@ def long_chain(cfg: DictConfig, pruner, tokens: int) -> dict:
     raise ValueError(f"the records of {cfg.data.path} hold fewer than {tokens} reasoning tokens in all")
 
 
-def checked(record: dict) -> dict:
-    """The exact checks of a finished record: steps, regrets (nats), hit rate, and their tokens."""
-    checks = record.get("exact_checks") or []
-    regrets = check_regrets(record["deletion_order"], checks)
+def so_far(segments, order: list[int], tokens: int, verified: list[int], checks: list[dict] | None) -> dict:
+    """The bench's numbers for a run so far (a partial state, or the finished record): its tokens against
+    exact packed greedy's along the same path, verified a step, and the exact checks' regrets and hit rate."""
+    steps = len(order)
+    exact = chain_tokens("packed", len(segments.reasoning), steps, len(segments.prompt), len(segments.answer))
+    regrets = check_regrets(order, checks or [])
     return {
-        "steps": [c["step"] for c in checks],
-        "regret_nats": [round(r, 4) for r in regrets],
-        "hit_rate": hit_rate(regrets),
-        "tokens": [c["tokens"] for c in checks],
+        "steps": steps,
+        "tokens": tokens,
+        "exact_packed_tokens_same_path": round(exact),
+        "fewer_tokens_than_exact": round(exact / max(tokens, 1), 2),
+        "verified_per_step": round(sum(verified) / max(steps, 1), 2),
+        "exact_checks": {
+            "steps": [c["step"] for c in checks or []],
+            "regret_nats": [round(r, 4) for r in regrets],
+            "hit_rate": hit_rate(regrets),
+            "tokens": [c["tokens"] for c in checks or []],
+        },
     }
+
+
+def progress(out: Path, segments, bar: tqdm, save: Callable[[GreedyTrace], None]) -> Callable[[GreedyTrace], None]:
+    """An `on_state` callback: `save` the state, and show the numbers so far on `bar` and in progress.json."""
+
+    def on_state(trace: GreedyTrace) -> None:
+        save(trace)
+        now = so_far(
+            segments, trace.deletion_order, trace.tokens_processed, trace.verified_per_step, trace.exact_checks
+        )
+        checks = now["exact_checks"]
+        bar.set_postfix(
+            fewer=f"{now['fewer_tokens_than_exact']}x",
+            verified=now["verified_per_step"],
+            hits=f"{sum(r <= HIT_TOLERANCE for r in checks['regret_nats'])}/{len(checks['steps'])}",
+        )
+        write_atomic(
+            out / "progress.json", json.dumps({**now, "peak_rss_gb": round(peak_rss_gb(), 3), "finished": False})
+        )
+
+    return on_state
 
 
 def run(cfg: DictConfig) -> dict:
@@ -83,6 +115,7 @@ def run(cfg: DictConfig) -> dict:
     partials = PartialStates(out, cfg.runtime.checkpoint_every_s)
     resume = partials.load(chain["id"], key)
     done_before = len(resume.deletion_order) if resume else 0
+    segments = pruner.encode(chain["question"], chain["reasoning"], chain["answer"])
     began = time.perf_counter()
     with tqdm(desc=chain["id"], unit="del", initial=done_before, disable=not cfg.runtime.progress) as bar:
         result = pruner.prune(
@@ -94,34 +127,34 @@ def run(cfg: DictConfig) -> dict:
             max_deletions=spec.steps,
             exact_checks=spec.exact_checks,
             resume=resume,
-            on_state=partials.saver(chain["id"], key),
+            on_state=progress(out, segments, bar, partials.saver(chain["id"], key)),
             on_step=advance(bar),
         )
     seconds = time.perf_counter() - began
     record, peak = result.record.to_json(), peak_rss_gb()
     write_atomic(out / "record.json", json.dumps(record))
-    segments = pruner.encode(chain["question"], chain["reasoning"], chain["answer"])
-    n, steps = record["n_reasoning_tokens"], len(record["deletion_order"])
-    exact = chain_tokens("packed", n, steps, len(segments.prompt), len(segments.answer))
-    tokens = record["cost"]["tokens_processed"]
+    cost = record["cost"]
+    now = so_far(
+        segments,
+        record["deletion_order"],
+        cost["tokens_processed"],
+        cost["verified_per_step"],
+        record.get("exact_checks"),
+    )
     report = {
         "model": cfg.model.path,
-        "scorer": record["cost"].get("scorer"),
+        "scorer": cost.get("scorer"),
         "threads": torch.get_num_threads(),
-        "n_reasoning_tokens": n,
-        "steps": steps,
-        "steps_this_process": steps - done_before,
-        "tokens": tokens,
-        "exact_packed_tokens_same_path": round(exact),
-        "fewer_tokens_than_exact": round(exact / tokens, 2),
-        "verified_per_step": round(sum(record["cost"]["verified_per_step"]) / steps, 2),
-        "exact_checks": checked(record),
-        "seconds_per_step_this_process": round(seconds / max(steps - done_before, 1), 2),
+        "n_reasoning_tokens": record["n_reasoning_tokens"],
+        **now,
+        "steps_this_process": now["steps"] - done_before,
+        "seconds_per_step_this_process": round(seconds / max(now["steps"] - done_before, 1), 2),
         "peak_rss_gb_model_loaded": round(loaded, 3),
         "peak_rss_gb": round(peak, 3),
         "target_gb": spec.target_gb,
         "within_target": peak <= spec.target_gb,
     }
+    write_atomic(out / "progress.json", json.dumps({**report, "finished": True}))
     partials.remove(chain["id"])
     publish(out, tracker, "bench_long_chain", report, {})
     tracker.finish()
