@@ -451,8 +451,8 @@ class PackedScorer(Scorer):
             if found is None:
                 if len(rows) == 1:  # one row did not fit: re-pack its suffixes into rows of the new row_tokens
                     members = set(rows[0][0])
-                    alone_lengths = [n if i in members else 0 for i, n in enumerate(lengths)]
-                    groups[:0] = self._layout(positions, alone_lengths, self.budget.token_budget) + (
+                    row_lengths = [n if i in members else 0 for i, n in enumerate(lengths)]
+                    groups[:0] = self._layout(positions, row_lengths, self.budget.token_budget) + (
                         [(width, columns, group[1:])] if group[1:] else []
                     )
                 else:
