@@ -229,10 +229,9 @@ class PackedScorer(Scorer):
     A pass of R rows of width W over a chain of T tokens holds, in fp32 (4 bytes):
 
     - logits: B × vocab × 4 (Joint keeps every row, Answer only the answer's);
-    - the rows' KV: R × (C + W) × layers × 2 × kv_heads × head_dim × 4, each row with its own copy
-      of the base cache up to the group's last deletion C ≤ T (`_layout`); the mask, R × W × (C + W)
-      × 5; one layer's activations, ~B × (4 hidden + 3 intermediate) × 4; eager attention also
-      heads × R × W × (C + W) × 4.
+    - the rows' KV: R × (T + W) × layers × 2 × kv_heads × head_dim × 4, each row with its own copy
+      of the base cache; the mask, R × W × (T + W) × 5; one layer's activations, ~B × (4 hidden +
+      3 intermediate) × 4; eager attention also heads × R × W × (T + W) × 4.
 
     SmolLM2-135M (vocab 49152; 30 layers × 3 kv heads × 64) needs 197 KB of logits and 46 KB of KV a
     token: budget 1024 ≈ 201 MB of logits, plus 4 × 1256 × 46 KB ≈ 231 MB of row KV at T = 1000.
@@ -434,15 +433,14 @@ class PackedScorer(Scorer):
         # Groups of rows padded to one width, laid out by the configured budget; a forward pass runs as
         # many rows of a group as the budget now in force allows. A back-off so changes only how many
         # rows share a pass, which leaves every score bit for bit the same; padding could change them.
-        positions = deleted.tolist()
-        groups = self._layout(positions, lengths, self._packing_budget)
+        groups = self._groups(self._rows(lengths), self._packing_budget)
         tokens = passes = 0
         while groups:
-            width, columns, group = groups.pop(0)
+            width, group = groups.pop(0)
             rows = group[: max(1, self.budget.token_budget // width)]
             alone = len(rows) == 1 and len(rows[0][0]) == 1 and rows[0][1] == width  # one unpadded suffix
             found = self.budget.attempt(
-                lambda: self._suffixes(ids, deleted, rows, base.kv, base.start, width, columns, horizon),
+                lambda: self._suffixes(ids, deleted, rows, base.kv, base.start, width, horizon),
                 len(rows) * width,
                 "a pass of packed suffixes",
                 cannot="a single suffix cannot be split" if alone else None,
@@ -451,18 +449,18 @@ class PackedScorer(Scorer):
             if found is None:
                 if len(rows) == 1:  # one row did not fit: re-pack its suffixes into rows of the new row_tokens
                     members = set(rows[0][0])
-                    row_lengths = [n if i in members else 0 for i, n in enumerate(lengths)]
-                    groups[:0] = self._layout(positions, row_lengths, self.budget.token_budget) + (
-                        [(width, columns, group[1:])] if group[1:] else []
+                    narrower = self._rows([n if i in members else 0 for i, n in enumerate(lengths)])
+                    groups[:0] = self._groups(narrower, self.budget.token_budget) + (
+                        [(width, group[1:])] if group[1:] else []
                     )
                 else:
-                    groups.insert(0, (width, columns, group))
+                    groups.insert(0, (width, group))
                 continue
             values += found
             tokens += len(rows) * width
             passes += 1
             if len(group) > len(rows):
-                groups.insert(0, (width, columns, group[len(rows) :]))
+                groups.insert(0, (width, group[len(rows) :]))
         return Scores(values.cpu(), tokens=tokens, passes=passes, current=base.objective)
 
     def score(self, ids, prompt_len, n_reasoning, candidates, kept=None):
@@ -470,57 +468,50 @@ class PackedScorer(Scorer):
         scores = self.score_from(base, candidates)
         return Scores(scores.values, scores.tokens + base.tokens, scores.passes + base.passes, current=base.objective)
 
-    def _layout(
-        self, positions: list[int], lengths: list[int], budget: int
-    ) -> list[tuple[int, int, list[tuple[list[int], int]]]]:
-        """Suffixes (deleted at these positions, of these lengths; 0: none) laid out in groups of rows:
-        (width, columns, rows), each row (candidate indices, packed length), widest first.
+    def _rows(self, lengths: list[int]) -> list[tuple[list[int], int]]:
+        """Suffixes (of these lengths; 0: none) packed into rows of about `row_tokens`: (candidate indices,
+        packed length), widest first.
 
-        Candidates go into groups in order of position, about `budget` tokens a group, so a group's
-        queries need the base cache only up to its last deletion (`columns`): an early deletion's long
-        suffix attends few columns, a late one's short suffix many. Within a group, suffixes go longest
-        first onto the currently shortest row of about `row_tokens`, so rows come out nearly equal and
-        padding them to the group's widest row (`width`) wastes little.
+        Suffixes go longest first onto the currently shortest row, so rows come out nearly equal
+        and padding to the widest row wastes little.
         """
-        order = sorted((q, i) for i, (q, length) in enumerate(zip(positions, lengths)) if length > 0)
-        groups, members, size = [], [], 0
-        for q, i in order:
-            if members and size + lengths[i] > budget:
-                groups.append(members)
-                members, size = [], 0
+        items = sorted(((length, i) for i, length in enumerate(lengths) if length > 0), reverse=True)
+        if not items:
+            return []
+        n_rows = max(1, math.ceil(sum(length for length, _ in items) / self.budget.row_tokens))
+        heap = [(0, r, []) for r in range(n_rows)]
+        for length, i in items:
+            size, r, members = heapq.heappop(heap)
             members.append(i)
-            size += lengths[i]
-        if members:
-            groups.append(members)
-        layout = []
-        for members in groups:
-            items = sorted(((lengths[i], i) for i in members), reverse=True)
-            n_rows = max(1, math.ceil(sum(length for length, _ in items) / self.budget.row_tokens))
-            heap = [(0, r, []) for r in range(n_rows)]
-            for length, i in items:
-                size, r, row = heapq.heappop(heap)
-                row.append(i)
-                heapq.heappush(heap, (size + length, r, row))
-            rows = sorted(((row, size) for size, _, row in heap if row), key=lambda row: -row[1])
-            layout.append((rows[0][1], max(positions[i] for i in members), rows))
-        return layout
+            heapq.heappush(heap, (size + length, r, members))
+        return sorted(((members, size) for size, _, members in heap if members), key=lambda row: -row[1])
 
-    def _suffixes(self, ids, deleted, layout, base_kv, start, width: int, columns: int, horizon=None) -> torch.Tensor:
+    @staticmethod
+    def _groups(rows: list[tuple[list[int], int]], budget: int) -> list[tuple[int, list[tuple[list[int], int]]]]:
+        """Rows (widest first) in consecutive groups of as many of the widest as fit in `budget` (at least
+        one); each group with the width its rows are padded to: its widest."""
+        if not rows:
+            return []
+        per_group = max(1, budget // rows[0][1])
+        return [(rows[k][1], rows[k : k + per_group]) for k in range(0, len(rows), per_group)]
+
+    def _suffixes(self, ids, deleted, layout, base_kv, start, width: int | None = None, horizon=None) -> torch.Tensor:
         """Sum of scored suffix log-probs for every candidate in `layout`, in one batched forward pass.
 
         Candidate q feeds x[q+1 : T-1] at positions q … T-3 to predict x[q+2 : T] (with `horizon` h,
-        only the first h of them). Its queries see base cache columns c < q (the first `columns` of the
-        cache are kept, at least every q of the layout) and, causally, their own suffix only. Rows are
-        padded to `width`; padding sees one column and is never read.
+        only the first h of them). Its queries see base cache columns c < q and, causally, their own
+        suffix only. Rows are padded to `width` (default: the widest); padding sees one column and is
+        never read.
         """
         total, device = len(ids), ids.device
+        width = width or max(size for _, size in layout)
         shape = (len(layout), width)
         inputs = torch.zeros(shape, dtype=torch.long, device=device)
         positions = torch.zeros(shape, dtype=torch.long, device=device)
         targets = torch.zeros(shape, dtype=torch.long, device=device)
         owner = torch.zeros(shape, dtype=torch.long, device=device)
         keep = torch.zeros(shape, dtype=torch.bool, device=device)
-        allowed = torch.zeros((*shape, columns + width), dtype=torch.bool, device=device)
+        allowed = torch.zeros((*shape, total + width), dtype=torch.bool, device=device)
         allowed[:, :, 0] = True
         for b, (row, size) in enumerate(layout):
             members = torch.tensor(row, device=device)
@@ -534,8 +525,8 @@ class PackedScorer(Scorer):
             inputs[b, :size], positions[b, :size], targets[b, :size] = ids[source], q + offset, ids[source + 1]
             owner[b, :size], keep[b, :size] = members[segment], source + 1 >= start
             causal = torch.arange(size, device=device)
-            allowed[b, :size, :columns] = torch.arange(columns, device=device)[None, :] < q[:, None]
-            allowed[b, :size, columns : columns + size] = (segment[:, None] == segment[None, :]) & (
+            allowed[b, :size, :total] = torch.arange(total, device=device)[None, :] < q[:, None]
+            allowed[b, :size, total : total + size] = (segment[:, None] == segment[None, :]) & (
                 causal[None, :] <= causal[:, None]
             )
         dtype = self.model.dtype
@@ -544,7 +535,7 @@ class PackedScorer(Scorer):
             input_ids=inputs,
             position_ids=positions,
             attention_mask=mask[:, None],
-            cache=self._cache([(k[:, :, :columns], v[:, :, :columns]) for k, v in base_kv], len(layout)),
+            cache=self._cache(base_kv, len(layout)),
             logits_to_keep=keep,
         ).logits
         logprobs = target_logprobs(logits, targets[keep])

@@ -69,17 +69,6 @@ def test_packing_layout_does_not_change_scores():
         assert torch.allclose(results[0].values, other.values, atol=1e-5, rtol=0)
 
 
-def test_layout_groups_by_position_and_keeps_the_columns_they_see():
-    """Candidates go into groups in order of position; a group keeps the base columns up to its last deletion."""
-    scorer = PackedScorer(tiny_llama(), "joint", token_budget=10, row_tokens=5)
-    layout = scorer._layout(positions=[5, 1, 9, 3], lengths=[4, 8, 0, 6], budget=10)  # candidate 2: no suffix
-    assert [(columns, sorted(i for row, _ in rows for i in row)) for _, columns, rows in layout] == [
-        (1, [1]),
-        (5, [0, 3]),
-    ]
-    assert [width for width, _, _ in layout] == [8, 6]  # [1] alone; [3] and [0] in rows of 6 and 4, padded to 6
-
-
 def test_last_token_and_empty_suffix():
     """Deleting the last reasoning token before a one-token answer needs no suffix pass."""
     model = tiny_llama()
