@@ -27,7 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from exact.greedy import HIT_TOLERANCE, GreedyTrace, check_regrets, hit_rate
+from exact.greedy import GreedyTrace, check_regrets, hit_rate
 from src.api import build_pruner, read_data, reasoning_length, setup_runtime
 from src.checkpoint import PartialStates, fingerprint
 from src.cost_model import chain_tokens
@@ -61,9 +61,9 @@ def long_chain(cfg: DictConfig, pruner, tokens: int) -> dict:
 def so_far(segments, order: list[int], tokens: int, verified: list[int], checks: list[dict] | None) -> dict:
     """The bench's numbers for a run so far (a partial state, or the finished record): its tokens against
     exact packed greedy's along the same path, verified a step, and the exact checks' regrets and hit rate."""
-    steps = len(order)
+    steps, checks = len(order), checks or []
     exact = chain_tokens("packed", len(segments.reasoning), steps, len(segments.prompt), len(segments.answer))
-    regrets = check_regrets(order, checks or [])
+    regrets = check_regrets(order, checks)
     return {
         "steps": steps,
         "tokens": tokens,
@@ -71,10 +71,10 @@ def so_far(segments, order: list[int], tokens: int, verified: list[int], checks:
         "fewer_tokens_than_exact": round(exact / max(tokens, 1), 2),
         "verified_per_step": round(sum(verified) / max(steps, 1), 2),
         "exact_checks": {
-            "steps": [c["step"] for c in checks or []],
+            "steps": [c["step"] for c in checks],
             "regret_nats": [round(r, 4) for r in regrets],
             "hit_rate": hit_rate(regrets),
-            "tokens": [c["tokens"] for c in checks or []],
+            "tokens": [c["tokens"] for c in checks],
         },
     }
 
@@ -91,7 +91,7 @@ def progress(out: Path, segments, bar: tqdm, save: Callable[[GreedyTrace], None]
         bar.set_postfix(
             fewer=f"{now['fewer_tokens_than_exact']}x",
             verified=now["verified_per_step"],
-            hits=f"{sum(r <= HIT_TOLERANCE for r in checks['regret_nats'])}/{len(checks['steps'])}",
+            hits=f"{round((checks['hit_rate'] or 0) * len(checks['steps']))}/{len(checks['steps'])}",
         )
         write_atomic(
             out / "progress.json", json.dumps({**now, "peak_rss_gb": round(peak_rss_gb(), 3), "finished": False})
