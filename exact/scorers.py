@@ -135,6 +135,44 @@ def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1).double() - log_normalizer(logits)
 
 
+def attention_windows(model) -> dict[str | None, int | None]:
+    """How far back each kind of layer attends, as the model's config says: {layer type: window} for a model with
+    several kinds of layers (Gemma 2/3, Qwen2 with sliding windows), which takes a mask for each kind; else
+    {None: window} for one mask that every layer reads (None: no window). A query at position p sees keys at
+    positions p - window + 1 … p (transformers' `sliding_window_overlay`)."""
+    config = model.config
+    window = getattr(config, "sliding_window", None)
+    kinds = set(getattr(config, "layer_types", None) or [])
+    unknown = kinds - {"full_attention", "sliding_attention"}
+    if unknown:
+        raise ValueError(
+            f"the packed scorer cannot mask {type(model).__name__}'s {sorted(unknown)} layers; "
+            f"use scorer=naive for this model"
+        )
+    if not kinds:  # one kind of layer: every layer has the window (Mistral), or none has (Llama, GPT-2)
+        return {None: window}
+    windows = {kind: window if kind == "sliding_attention" else None for kind in kinds}
+    return windows if len(windows) > 1 else {None: next(iter(windows.values()))}
+
+
+def block_masks(model, allowed: torch.Tensor, distance: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+    """The additive 4D attention mask(s) of a packed pass: `allowed` (rows, queries, keys) says which keys each
+    query may see, `distance` their positions apart (query − key); each kind of layer also drops keys beyond its
+    window (`attention_windows`). One mask, or one per layer type for a model that takes them so."""
+    dtype = model.dtype
+
+    def additive(window: int | None) -> torch.Tensor:
+        seen = allowed if window is None else allowed & (distance < window)
+        return torch.zeros(seen.shape, dtype=dtype, device=seen.device).masked_fill_(~seen, torch.finfo(dtype).min)[
+            :, None
+        ]
+
+    windows = attention_windows(model)
+    if None in windows:
+        return additive(windows[None])
+    return {kind: additive(window) for kind, window in windows.items()}
+
+
 class Scorer:
     """Shared interface: `objective` of the current chain, and `score` of deletion candidates.
 
@@ -326,8 +364,12 @@ class PackedScorer(Scorer):
         return kv, len(prompt) - 1
 
     def _cache(self, kv: list[tuple[torch.Tensor, torch.Tensor]], batch: int) -> DynamicCache:
-        """A fresh cache holding `kv` for `batch` rows; the tensors it is built from stay untouched."""
-        cache = DynamicCache(config=self.model.config)
+        """A fresh cache holding `kv` for `batch` rows; the tensors it is built from stay untouched.
+
+        Built without the model's config, every layer keeps all its keys, sliding-window layers too (a cache
+        built from the config would keep their last window only); the attention masks apply the windows.
+        """
+        cache = DynamicCache()
         for layer, (keys, values) in enumerate(kv):
             cache.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1), layer)
         return cache
@@ -529,12 +571,11 @@ class PackedScorer(Scorer):
             allowed[b, :size, total : total + size] = (segment[:, None] == segment[None, :]) & (
                 causal[None, :] <= causal[:, None]
             )
-        dtype = self.model.dtype
-        mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
+        key_positions = torch.cat([torch.arange(total, device=device).expand(len(layout), -1), positions], dim=1)
         logits = self.model(
             input_ids=inputs,
             position_ids=positions,
-            attention_mask=mask[:, None],
+            attention_mask=block_masks(self.model, allowed, positions[:, :, None] - key_positions[:, None, :]),
             cache=self._cache(base_kv, len(layout)),
             logits_to_keep=keep,
         ).logits

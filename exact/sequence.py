@@ -61,18 +61,28 @@ def plain_ids(tokenizer, text: str) -> torch.Tensor:
     return token_ids(tokenizer, [(text, True)])
 
 
+def bos_text(tokenizer) -> str:
+    """The bos token's text when the tokenizer puts it before every text it encodes, else ""."""
+    bos, bos_id = tokenizer.bos_token, tokenizer.bos_token_id
+    if not bos or bos_id is None:
+        return ""
+    ids = tokenizer("a")["input_ids"]
+    return bos if ids and ids[0] == bos_id else ""
+
+
 def chat_parts(tokenizer, question: str, system_prompt: str | None) -> tuple[str, str]:
     """The prompt text up to the assistant header, and the end-of-turn text after an assistant reply.
 
     Uses the tokenizer's chat template when it has one; otherwise a plain `Question:/Answer:` layout
-    closed by the eos token.
+    closed by the eos token, opened by the bos token where the tokenizer starts every text with it
+    (Gemma, Llama base models: without it they read the prompt as the middle of a document).
     """
     messages = [{"role": "user", "content": question}]
     if system_prompt:
         messages.insert(0, {"role": "system", "content": system_prompt})
     if not getattr(tokenizer, "chat_template", None):
         head = f"{system_prompt}\n\n" if system_prompt else ""
-        return f"{head}Question: {question}\nAnswer: ", tokenizer.eos_token or ""
+        return f"{bos_text(tokenizer)}{head}Question: {question}\nAnswer: ", tokenizer.eos_token or ""
     full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": _SENTINEL}], tokenize=False)
     prompt, found, end_of_turn = full.partition(_SENTINEL)
     if not found:

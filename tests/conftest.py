@@ -8,10 +8,14 @@ import pytest
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -69,6 +73,28 @@ def tiny_llama(vocab_size: int = 128, attn: str = "sdpa", seed: int = 0) -> Llam
 
 def tiny_qwen2(vocab_size: int = 128, attn: str = "sdpa", seed: int = 0) -> Qwen2ForCausalLM:
     return tiny_model(Qwen2Config, Qwen2ForCausalLM, vocab_size, attn, seed)
+
+
+def tiny_mistral(vocab_size: int = 128, attn: str = "sdpa", seed: int = 0, window: int = 16) -> MistralForCausalLM:
+    """A two-layer Mistral whose every layer attends to the last `window` positions only."""
+    torch.manual_seed(seed)
+    config = MistralConfig(vocab_size=vocab_size, sliding_window=window, **TINY)
+    config._attn_implementation = attn
+    return MistralForCausalLM(config).eval()
+
+
+def tiny_gemma3(vocab_size: int = 128, attn: str = "sdpa", seed: int = 0, window: int = 16) -> Gemma3ForCausalLM:
+    """A three-layer Gemma 3: two sliding-window layers of `window` positions, then one full-attention layer."""
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=vocab_size,
+        head_dim=8,
+        sliding_window=window,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        **{**TINY, "num_hidden_layers": 3},
+    )
+    config._attn_implementation = attn
+    return Gemma3ForCausalLM(config).eval()
 
 
 def tiny_gpt2(vocab_size: int = 128, attn: str = "sdpa", seed: int = 0) -> GPT2LMHeadModel:

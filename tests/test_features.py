@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import tiny_gpt2, tiny_llama, tiny_qwen2
+from conftest import tiny_gemma3, tiny_gpt2, tiny_llama, tiny_mistral, tiny_qwen2
 from exact.scorers import PackedScorer, rerun_from, scored_from
 from surrogate import features
 from surrogate.features import (
@@ -33,8 +33,12 @@ def recorded(model, ids, prompt_len, n, objective="joint"):
     return store, base
 
 
-@pytest.mark.parametrize("build", [tiny_llama, tiny_qwen2, tiny_gpt2], ids=["llama", "qwen2", "gpt2"])
+LAYOUTS = {"llama": tiny_llama, "qwen2": tiny_qwen2, "mistral": tiny_mistral, "gemma3": tiny_gemma3, "gpt2": tiny_gpt2}
+
+
+@pytest.mark.parametrize("build", LAYOUTS.values(), ids=LAYOUTS.keys())
 def test_attention_features_match_output_attentions(build):
+    """Every layout, sliding windows of 16 (Mistral, Gemma 3) on a chain of 30 included."""
     model = build(attn="sdpa")  # the recording switches the base pass to eager, and back
     ids, prompt_len, n = chain(0), 8, 15
     candidates = torch.arange(n)
@@ -60,7 +64,7 @@ def test_attention_features_match_output_attentions(build):
                 assert torch.isclose(raw["answer_attention"][j, column], expected_answer, atol=1e-6)
 
 
-@pytest.mark.parametrize("build", [tiny_llama, tiny_gpt2], ids=["llama", "gpt2"])
+@pytest.mark.parametrize("build", [tiny_llama, tiny_gpt2, tiny_gemma3], ids=["llama", "gpt2", "gemma3"])
 @pytest.mark.parametrize("kept", [4, 32])
 def test_attention_totals_carry_over_to_an_incremental_base_pass(build, kept, monkeypatch):
     """A pass from a checkpoint of the totals at or before the last deletion gives a whole pass's features;

@@ -6,7 +6,7 @@ import pytest
 import torch
 from test_scorers import full_recompute
 
-from conftest import tiny_llama
+from conftest import tiny_gemma3, tiny_llama
 from exact.greedy import ExactChecks, check_regrets, distinct_candidates, greedy_prune
 from exact.scorers import NaiveScorer, PackedScorer, Scorer, Scores
 from exact.sequence import Segments
@@ -49,6 +49,14 @@ def test_greedy_equals_brute_force(scorer, objective):
         trace = greedy_prune(SCORERS[scorer](model, objective, token_budget=32), seg, deletions=7)
         assert trace.deletion_order == brute_force_greedy(model, seg, 7, objective)
         assert len(trace.step_objective) == 8
+
+
+def test_packed_greedy_follows_naive_past_a_sliding_window():
+    """Gemma 3 with windows of 16 on chains of 40 tokens: packed and naive greedy delete in the same order."""
+    model = tiny_gemma3(window=16)
+    seg = segments(3, n=30)
+    orders = [greedy_prune(SCORERS[name](model, "joint"), seg, deletions=12).deletion_order for name in SCORERS]
+    assert orders[0] == orders[1]
 
 
 class ConstantScorer(Scorer):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import tiny_gpt2, tiny_llama, tiny_qwen2
+from conftest import tiny_gemma3, tiny_gpt2, tiny_llama, tiny_mistral, tiny_qwen2
 from exact.scorers import NaiveScorer, PackedScorer, scored_from, target_logprobs
 
 
@@ -34,6 +34,23 @@ def test_packed_equals_naive_on_random_deletions(build, attn, objective):
         packed = PackedScorer(model, objective, token_budget=60, row_tokens=20).score(ids, prompt_len, n, candidates)
         assert torch.allclose(naive.values, packed.values, atol=1e-4, rtol=0)
         assert packed.tokens < naive.tokens
+
+
+@pytest.mark.parametrize("build", [tiny_gemma3, tiny_mistral], ids=["gemma3", "mistral"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("objective", ["joint", "answer"])
+def test_packed_equals_naive_past_a_sliding_window(build, attn, objective):
+    """Chains of 55 tokens through layers that see 16: the packed mask drops keys beyond each layer's window
+    (Gemma 3: sliding layers and a full one; Mistral: every layer), as the model's own masks do."""
+    model = build(attn=attn, window=16)
+    ids, prompt_len, n = random_chain(5, n=40)
+    candidates = torch.arange(n)
+    naive = NaiveScorer(model, objective, token_budget=4 * len(ids)).score(ids, prompt_len, n, candidates)
+    packed = PackedScorer(model, objective, token_budget=60, row_tokens=20).score(ids, prompt_len, n, candidates)
+    assert torch.allclose(naive.values, packed.values, atol=1e-4, rtol=0)
+    wide = build(attn=attn, window=1000)  # the same weights, no window reached: the windows change the scores
+    unwindowed = NaiveScorer(wide, objective, token_budget=4 * len(ids)).score(ids, prompt_len, n, candidates)
+    assert (unwindowed.values - naive.values).abs().max() > 1e-2
 
 
 @pytest.mark.parametrize("objective", ["joint", "answer"])
@@ -113,10 +130,10 @@ def deleted(ids: torch.Tensor, position: int) -> torch.Tensor:
     return torch.cat([ids[:position], ids[position + 1 :]])
 
 
-@pytest.mark.parametrize("build", [tiny_llama, tiny_gpt2], ids=["llama", "gpt2"])
+@pytest.mark.parametrize("build", [tiny_llama, tiny_gpt2, tiny_gemma3], ids=["llama", "gpt2", "gemma3"])
 @pytest.mark.parametrize("objective", ["joint", "answer"])
 def test_base_pass_reruns_only_from_the_last_deletion(build, objective):
-    model = build()
+    model = build()  # Gemma 3: chains of 45 tokens through sliding windows of 16
     ids, prompt_len, n = random_chain(31)
     scorer = PackedScorer(model, objective)
     base = scorer.base_pass(ids, prompt_len, n)

@@ -83,3 +83,18 @@ def test_a_tokenizer_without_a_chat_template_reads_the_question_as_plain_text():
     segments = encode(bare, "Is <|im_end|> a token?", "No.", "no")
     assert bare.convert_tokens_to_ids("<|im_end|>") not in segments.prompt.tolist()
     assert bare.decode(segments.prompt.tolist()) == "Question: Is <|im_end|> a token?\nAnswer: "
+
+
+def test_a_base_model_prompt_opens_with_the_bos_token_its_tokenizer_adds():
+    from tokenizers import processors
+
+    bare = char_tokenizer()
+    bare.chat_template = None
+    bos = bare.convert_tokens_to_ids("<|im_start|>")
+    bare._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<|im_start|> $A", special_tokens=[("<|im_start|>", bos)]
+    )
+    assert bare("a")["input_ids"][0] == bos
+    segments = encode(bare, "Why?", "Because.", "so")
+    assert segments.prompt.tolist()[0] == bos and segments.prompt.tolist().count(bos) == 1
+    assert bare.decode(segments.prompt.tolist()) == "<|im_start|>Question: Why?\nAnswer: "
