@@ -19,6 +19,25 @@ import torch
 
 log = logging.getLogger("exact.scorers")
 T = TypeVar("T")
+AUTO = "auto"
+LOGITS_BYTES = 256 * 2**20  # what the fp32 logits of one pass may take under `token_budget: auto`
+
+
+def vocab_budget(model, share: float = 1.0) -> int:
+    """`token_budget: auto`: the most tokens, a power of two, whose fp32 logits (vocab × 4 bytes a token) fit in
+    `share` × LOGITS_BYTES: 1024 for SmolLM2's 49,152-token vocabulary, 256 for Gemma 3's 262,144 (docs/MEMORY.md)."""
+    vocab = model.config.get_text_config().vocab_size
+    tokens = max(1, int(share * LOGITS_BYTES // (4 * vocab)))
+    return 1 << (tokens.bit_length() - 1)
+
+
+def resolve_budget(token_budget: int | str, model, share: float = 1.0) -> int:
+    """A scorer's `token_budget`: the number given, or `auto` sized by the model's vocabulary (`vocab_budget`)."""
+    if token_budget == AUTO:
+        return vocab_budget(model, share)
+    if isinstance(token_budget, str):
+        raise ValueError(f"token_budget must be a positive number of tokens or {AUTO!r}, got {token_budget!r}")
+    return token_budget
 
 
 @dataclass

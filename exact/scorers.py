@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from exact.budget import Budget
+from exact.budget import AUTO, Budget, resolve_budget
 
 OBJECTIVES = ("joint", "answer")
 
@@ -228,12 +228,14 @@ class Scorer:
 
 
 class NaiveScorer(Scorer):
-    """Every candidate is a full sequence of length T-1; `token_budget` tokens per batch."""
+    """Every candidate is a full sequence of length T-1; `token_budget` tokens per batch (`auto`: twice the packed
+    scorer's, as its batches keep the logits of the scored rows only)."""
 
     name = "naive"
 
-    def __init__(self, model, objective: str = "joint", token_budget: int = 2048):
+    def __init__(self, model, objective: str = "joint", token_budget: int | str = AUTO):
         super().__init__(model, objective)
+        token_budget = resolve_budget(token_budget, model, share=2.0)
         if token_budget < 1:
             raise ValueError(f"token_budget must be positive, got {token_budget}")
         self.token_budget = token_budget
@@ -271,8 +273,10 @@ class PackedScorer(Scorer):
       of the base cache; the mask, R × W × (T + W) × 5; one layer's activations, ~B × (4 hidden +
       3 intermediate) × 4; eager attention also heads × R × W × (T + W) × 4.
 
-    SmolLM2-135M (vocab 49152; 30 layers × 3 kv heads × 64) needs 197 KB of logits and 46 KB of KV a
-    token: budget 1024 ≈ 201 MB of logits, plus 4 × 1256 × 46 KB ≈ 231 MB of row KV at T = 1000.
+    `token_budget: auto` sizes the budget by the vocabulary: the power of two of tokens whose logits fit in
+    256 MiB (exact/budget.py). SmolLM2-135M (vocab 49152; 30 layers × 3 kv heads × 64) needs 197 KB of
+    logits and 46 KB of KV a token: budget 1024 ≈ 201 MB of logits (Gemma 3's 262,144: 1 MB a token,
+    budget 256), plus 4 × 1256 × 46 KB ≈ 231 MB of row KV at T = 1000.
     The base pass runs the whole chain at once, its T × vocab logits only while it runs (187 MB at
     T = 1000), unless `split_base`: then it runs in chunks of `token_budget` tokens that extend the
     cache. Either way it keeps per-row numbers only (log-probs, skips, normalizers, entropies), so what
@@ -291,12 +295,13 @@ class PackedScorer(Scorer):
         self,
         model,
         objective: str = "joint",
-        token_budget: int = 1024,
+        token_budget: int | str = AUTO,
         row_tokens: int = 256,
         split_base: bool = False,
         min_budget: int = 64,
     ):
         super().__init__(model, objective)
+        token_budget = resolve_budget(token_budget, model)
         self.budget = Budget(token_budget, row_tokens, split_base, min_budget)
         self._packing_budget = token_budget  # lays out the suffix rows' padding, whatever budget is in force
         self._prompt: tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]] | None = None

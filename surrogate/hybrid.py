@@ -111,7 +111,12 @@ class HybridScorer(Scorer):
         """The ranking and the policy in force, in words."""
         config, policy = self.surrogate.config, self.policy
         prior = f"f_{config['horizon']}(q)" if config["horizon"] else "f(q)"
-        ranking = f"{prior} + a learned residual ({config['kind']})" if config["residual"] else f"a {config['kind']}"
+        if config["kind"] == "first_order":
+            ranking = f"the model-free prior {prior} (no learned surrogate)"
+        elif config["residual"]:
+            ranking = f"{prior} + a learned residual ({config['kind']})"
+        else:
+            ranking = f"a {config['kind']}"
         words = f"{ranking} ranks the candidates, the exact scorer verifies "
         if self.margins is None:
             words += f"its top {policy.k_min} a step (a fixed k)"

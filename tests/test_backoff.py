@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from conftest import tiny_llama
+from exact.budget import vocab_budget
 from exact.greedy import greedy_prune
-from exact.scorers import PackedScorer
+from exact.scorers import NaiveScorer, PackedScorer
 from exact.sequence import Segments
 
 
@@ -194,3 +195,16 @@ def test_greedy_with_injected_ooms_deletes_in_the_same_order(monkeypatch):
     assert got.deletion_order == expected.deletion_order[:2]
     assert rest.deletion_order == expected.deletion_order
     assert all(abs(a - b) < 1e-5 for a, b in zip(rest.step_objective, expected.step_objective))
+
+
+def test_the_default_budget_follows_the_vocabulary():
+    """Logits dominate a pass: `auto` gives the power of two of tokens whose fp32 logits fit in 256 MiB."""
+    model = tiny_llama()
+    for vocab, tokens in ((49152, 1024), (262144, 256), (128, 524288)):
+        model.config.vocab_size = vocab
+        assert vocab_budget(model) == tokens
+    model.config.vocab_size = 262144
+    assert PackedScorer(model).budget.token_budget == 256 and NaiveScorer(model).token_budget == 512
+    assert PackedScorer(model, token_budget=100).budget.token_budget == 100
+    with pytest.raises(ValueError, match="token_budget must be a positive number of tokens or 'auto'"):
+        PackedScorer(model, token_budget="big")

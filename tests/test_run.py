@@ -171,14 +171,14 @@ def test_demo_with_every_record_skipped_skips_the_hybrid(tmp_path, tiny_model_di
     assert "Skipping the hybrid comparison: no record was pruned." in capsys.readouterr().out
 
 
-def test_demo_skips_the_hybrid_without_a_surrogate_for_the_model(tmp_path, tiny_model_dir, capsys):
+def test_demo_runs_the_model_free_hybrid_without_a_surrogate_for_the_model(tmp_path, tiny_model_dir, capsys):
     cfg = compose_config(
         "+experiment=demo", "model=hf", f"model.path={tiny_model_dir}", "data.limit=1", "logger=none",
         "runtime.progress=false", f"output_dir={tmp_path / 'run'}", "data.max_reasoning_tokens=200",
     )  # fmt: skip
     summary = run_task(cfg)
-    assert summary["pruned"] == 1 and "hybrid" not in summary
-    assert "Skipping the hybrid comparison: no shipped surrogate" in capsys.readouterr().out
+    assert summary["pruned"] == 1 and summary["hybrid"]["mean_jaccard"] is not None
+    assert "Hybrid: the model-free prior f_4(q) (no learned surrogate) ranks" in capsys.readouterr().out
 
 
 def test_demo_compare_false_runs_exact_only(tmp_path, tiny_model_dir):

@@ -177,7 +177,7 @@ def test_checkpoint_round_trip_and_wrong_model(tmp_path):
     loaded, meta = load_surrogate(str(tmp_path / "s.pt"), "model-a")
     x = torch.rand(7, 12)
     assert torch.equal(loaded(x), surrogate.eval()(x)) and meta == {"pruner": "model-a"}
-    with pytest.raises(ValueError, match="trained on the attention of 'model-a', not of 'model-b'"):
+    with pytest.raises(ValueError, match="trained for the pruner model 'model-a', not 'model-b'"):
         load_surrogate(str(tmp_path / "s.pt"), "model-b")
 
 
@@ -394,7 +394,7 @@ def test_bench_hybrid_reports_every_method(tmp_path, tiny_model_dir):
     assert long["methods"]["k=2,refresh=0"]["tokens_per_step"] < long["methods"]["exact_packed"]["tokens_per_step"]
 
 
-def test_hybrid_pruner_from_config(tmp_path, tiny_model_dir):
+def test_hybrid_pruner_from_config(tmp_path, tiny_model_dir, caplog):
 
     model = tiny_llama()
     surrogate = Surrogate(model.config.num_hidden_layers * model.config.num_attention_heads, "mlp", hidden=4)
@@ -406,8 +406,9 @@ def test_hybrid_pruner_from_config(tmp_path, tiny_model_dir):
     assert settings["policy"] == {**HybridPolicy().to_dict(), "epsilon": None, "k_min": 3}
     assert pruner.scorer.model.config._attn_implementation == "sdpa"  # eager only inside its base passes
     assert pruner.prune("q", "one two three", "x").record.method == "hybrid"
-    with pytest.raises(ValueError, match="no shipped surrogate"):
-        load_pruner(*common[:3])
+    model_free = load_pruner(*common[:3])  # no shipped surrogate for this model: the model-free prior, said once
+    assert model_free.scorer.settings()["surrogate"] == "first_order" and model_free.scorer.settings()["horizon"] == 4
+    assert "no learned surrogate for" in caplog.text and "first_order@4" in caplog.text
     lookahead = load_pruner(*common[:3], "scorer.surrogate=first_order@4", "scorer.policy.refresh=0")
     assert lookahead.scorer.settings()["horizon"] == 4 and lookahead.scorer.policy.fixed  # uncalibrated
     assert lookahead.prune("q", "one two three", "x").record.cost["verified_per_step"][0] == 4
