@@ -26,6 +26,7 @@ TASKS = {
     "bench_hybrid": "src.tasks.bench_hybrid",
     "bench_gpu": "src.tasks.bench_gpu",
     "bench_long_chain": "src.tasks.bench_long_chain",
+    "hybrid_prune": "src.tasks.hybrid_prune",
     "pack_labels": "src.tasks.pack_labels",
     "generate": "src.tasks.generate",
     "distill": "src.tasks.distill",

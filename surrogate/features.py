@@ -100,7 +100,7 @@ def token_class_table(tokenizer) -> torch.Tensor:
     return table
 
 
-ATTENTION_LAYOUTS = "Llama/Qwen2/Mistral-style (`o_proj`) or GPT-2-style (`c_attn`, `c_proj`)"
+ATTENTION_LAYOUTS = "Llama/Qwen2/Mistral/Gemma-style (`o_proj`) or GPT-2-style (`c_attn`, `c_proj`)"
 CHECKPOINTS = 32  # query rows of running totals a recording keeps a layer, evenly spaced
 
 
@@ -121,7 +121,8 @@ def attention_modules(model) -> list[torch.nn.Module]:
     if not found:
         raise ValueError(
             f"cannot read the attention of {type(model).__name__}: no self-attention layers of a supported "
-            f"layout ({ATTENTION_LAYOUTS})"
+            f"layout ({ATTENTION_LAYOUTS}); use a feature set without attention blocks "
+            f"(surrogate.feature_set=first_order+position+token_class) or the model-free scorer.surrogate=first_order@4"
         )
     return sorted(found, key=lambda m: m.layer_idx)
 

@@ -213,28 +213,16 @@ def label_record(row: dict) -> PruneRecord:
     return PruneRecord.from_json(fields)
 
 
-def long_chains(cfg, methods: Methods, exact: GreedyPruner, model, tokenizer, fractions: list[float]) -> dict | None:
-    """Every method on whole long chains against their labelled exact runs (`bench.long.labels`, their text read
-    from `data`; exact greedy is not rerun, its cost is the labelling run's): the same summary as the short chains,
-    with J retention against Uniform on these chains."""
-    spec = cfg.bench.long
-    if not spec.labels:
-        return None
-    sources = cfg.copy()
-    with open_dict(sources):
-        sources.surrogate.label_sources = {cfg.data.name: cfg.data}
-    rows = labelled_records(sources, list(spec.labels))[: spec.limit]
+def against_labels(
+    cfg, methods: Methods, names: list[str], rows: list[dict], exact: GreedyPruner, model, tokenizer, fractions, uniform
+) -> dict:
+    """The methods `names` on labelled chains (`rows`: labelled records with their text) against their labelled
+    exact runs (not rerun: exact's cost is the labelling runs'): the same summary as the short chains, with J
+    retention against Uniform (`uniform`: its pruner node) on these chains."""
     chains = [{**row, "n": row["n_reasoning_tokens"]} for row in rows]
     reference = [label_record(row) for row in rows]
-    names = list(methods.specs) if spec.methods is None else list(spec.methods)
-    unknown = sorted(set(names) - set(methods.specs))
-    if unknown:
-        raise ValueError(
-            f"bench.long.methods names {unknown}, which bench.methods does not give: {list(methods.specs)}"
-        )
-    results = compare(methods, names, chains, reference, exact, fractions, " (long)")
-    uniform = {"uniform": cfg.bench.baselines.uniform}
-    baselines = baseline_objectives(cfg, uniform, model, tokenizer, exact, chains, reference, fractions)
+    results = compare(methods, names, chains, reference, exact, fractions, " (labelled)")
+    baselines = baseline_objectives(cfg, {"uniform": uniform}, model, tokenizer, exact, chains, reference, fractions)
     retention(results, baselines, min(fractions))
     return {
         "records": [{"id": c["id"], "n_reasoning_tokens": c["n"]} for c in chains],
@@ -242,6 +230,25 @@ def long_chains(cfg, methods: Methods, exact: GreedyPruner, model, tokenizer, fr
         "methods": results,
         "baselines": baselines,
     }
+
+
+def long_chains(cfg, methods: Methods, exact: GreedyPruner, model, tokenizer, fractions: list[float]) -> dict | None:
+    """Every method on whole long chains against their labelled exact runs (`bench.long.labels`, their text read
+    from `data`): `against_labels`."""
+    spec = cfg.bench.long
+    if not spec.labels:
+        return None
+    sources = cfg.copy()
+    with open_dict(sources):
+        sources.surrogate.label_sources = {cfg.data.name: cfg.data}
+    rows = labelled_records(sources, list(spec.labels))[: spec.limit]
+    names = list(methods.specs) if spec.methods is None else list(spec.methods)
+    unknown = sorted(set(names) - set(methods.specs))
+    if unknown:
+        raise ValueError(
+            f"bench.long.methods names {unknown}, which bench.methods does not give: {list(methods.specs)}"
+        )
+    return against_labels(cfg, methods, names, rows, exact, model, tokenizer, fractions, cfg.bench.baselines.uniform)
 
 
 def run(cfg: DictConfig) -> dict:

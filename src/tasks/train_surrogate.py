@@ -67,15 +67,16 @@ def fit(
     return float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
 
 
-def run(cfg: DictConfig) -> dict:
-    setup_runtime(cfg)
-    spec, out = cfg.surrogate, Path(cfg.output_dir)
+def train(cfg: DictConfig, labels: list[str], output: str | Path, out: Path) -> dict:
+    """Train the surrogate `cfg.surrogate` on the labelled records of `labels`, calibrate it, save it to `output` with
+    its report (also `out/train_surrogate.json`, and W&B); returns the report."""
+    spec = cfg.surrogate
     out.mkdir(parents=True, exist_ok=True)
-    records, pruner = labelled_records(cfg, list(spec.labels)), feature_pruner(cfg)
+    records, pruner = labelled_records(cfg, labels), feature_pruner(cfg)
     groups = groups_of(cfg, records, spec.feature_set, spec.horizon, pruner)
     train, val = split_by_record(groups, spec.val_fraction, cfg.runtime.seed)
     if not val:
-        raise ValueError(f"{list(spec.labels)} has labels for one record only; validation needs at least two")
+        raise ValueError(f"{labels} has labels for one record only; validation needs at least two")
 
     width = train[0].features.shape[1]
     surrogate = Surrogate(width, spec.kind, spec.hidden, spec.feature_set, spec.residual, spec.horizon)
@@ -90,7 +91,7 @@ def run(cfg: DictConfig) -> dict:
         "residual": surrogate.config["residual"],
         "horizon": surrogate.config["horizon"],
         "loss": dict(spec.loss),
-        "labels": [str(path) for path in spec.labels],
+        "labels": [str(path) for path in labels],
         "records": {"train": len({g.record_id for g in train}), "val": len({g.record_id for g in val})},
         "steps": {"train": len(train), "val": len(val)},
         "train": ranking_metrics(train, predict(surrogate, train)),
@@ -99,11 +100,17 @@ def run(cfg: DictConfig) -> dict:
         "calibration": calibration_report(cfg, surrogate),
         "trained": datetime.date.today().isoformat(),
     }
-    surrogate.save(spec.output, meta=report)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    surrogate.save(output, meta=report)
     text = json.dumps(report, indent=2)
     (out / "train_surrogate.json").write_text(text)
     print(text)
     tracker.summary({key: value for key, value in report.items() if key in ("best_val_pearson", "steps")})
     tracker.finish()
-    print(f"Surrogate saved to {spec.output}")
+    print(f"Surrogate saved to {output}")
     return report
+
+
+def run(cfg: DictConfig) -> dict:
+    setup_runtime(cfg)
+    return train(cfg, list(cfg.surrogate.labels), cfg.surrogate.output, Path(cfg.output_dir))
