@@ -29,12 +29,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from src import prune_job
 from src.api import build_pruner, read_data, setup_runtime, with_scorer
 from src.data import BadInput
+from src.hybrid_compare import Methods, against_labels
 from src.label_plan import Chain, forward_rate, length_summary, pick
 from src.models import load_model
 from src.outputs import write_jsonl
 from src.surrogate_data import groups_of, labelled_records, predict
-from src.tasks.bench_hybrid import Methods, against_labels
-from src.tasks.train_surrogate import train
+from src.surrogate_training import train
 from surrogate.features import attention_modules, feature_blocks
 from surrogate.metrics import ranking_metrics
 from surrogate.store import MODEL_FREE, load_surrogate
