@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_gemma3, tiny_gpt2, tiny_llama
+from conftest import tiny_gemma3, tiny_gpt2, tiny_llama, tiny_mistral, tiny_qwen2
 from exact.record import SCHEMA_FIELDS
 from exact.sequence import encode
 from src.api import build_pruner
@@ -24,7 +24,10 @@ def segments(tokenizer):
     return encode(tokenizer, QUESTION, REASONING, ANSWER, "Solve it.")
 
 
-@pytest.mark.parametrize("build", [tiny_llama, tiny_gpt2, tiny_gemma3], ids=["llama", "gpt2", "gemma3"])
+LAYOUTS = {"llama": tiny_llama, "qwen2": tiny_qwen2, "mistral": tiny_mistral, "gemma3": tiny_gemma3, "gpt2": tiny_gpt2}
+
+
+@pytest.mark.parametrize("build", LAYOUTS.values(), ids=LAYOUTS.keys())
 def test_h2o_sums_attention_received_from_later_tokens(tokenizer, segments, build):
     model = build(vocab_size=len(tokenizer), attn="eager")
     ids = segments.with_kept(torch.arange(len(segments.reasoning)))

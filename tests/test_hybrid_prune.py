@@ -71,6 +71,23 @@ def test_the_whole_path_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
     again = hybrid_prune(tmp_path, tiny_model_dir)
     assert again["report"] == report and again["plan"] == plan
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+    # Another plan's settings in the same directory are refused, naming what changed; nothing is lost.
+    with pytest.raises(ValueError, match=r"plan.json was made with other settings \(label changed\)"):
+        hybrid_prune(tmp_path, tiny_model_dir, "hybrid_prune.label.chains=4")
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+
+
+def test_bad_records_are_named_and_left_out_of_the_plan(tmp_path, tiny_model_dir, caplog):
+    data = tmp_path / "chains.jsonl"
+    rows = [
+        {"id": f"r{i}", "question": "How many?", "reasoning": r, "answer": str(i)} for i, r in enumerate(REASONINGS)
+    ]
+    bad = ['{"id": "broken", ', json.dumps(rows[1]), json.dumps({**rows[0], "id": "empty", "reasoning": ""})]
+    data.write_text("\n".join([json.dumps(r) for r in rows] + bad) + "\n")
+    result = hybrid_prune(tmp_path, tiny_model_dir, "hybrid_prune.stop_after=plan")
+    assert result["estimate"]["lengths"]["chains"] == 9
+    assert "chains.jsonl:10" in caplog.text and "record 'r1' (" in caplog.text and "duplicate id" in caplog.text
+    assert "record 'empty'" in caplog.text
 
 
 def test_a_surrogate_brought_along_skips_labelling_and_training(tmp_path, tiny_model_dir):

@@ -33,6 +33,7 @@ from src.hybrid_compare import Methods, against_labels
 from src.label_plan import Chain, forward_rate, length_summary, pick
 from src.models import load_model
 from src.outputs import write_jsonl
+from src.pruning import at_record_boundary
 from src.surrogate_data import groups_of, labelled_records, predict
 from src.surrogate_training import train
 from surrogate.features import attention_modules, feature_blocks
@@ -95,23 +96,53 @@ class Stages:
 
 
 def chains_of(pruner, items) -> tuple[list[Chain], dict[str, dict]]:
-    """Each good record's segment lengths in the pruner's tokens, and the records by id, in data order (bad input
-    and repeated ids are left to the prune stages, which report them)."""
+    """Each good record's segment lengths in the pruner's tokens, and the records by id, in data order. Bad input
+    (and a record that cannot be encoded) is named in a warning and left out; a repeated id keeps its first record."""
     chains, records = [], {}
     for item in items:
-        if isinstance(item, BadInput) or item["id"] in records:
+        if not isinstance(item, BadInput):
+            if item["id"] in records:
+                item = BadInput(item.where, "duplicate id (the first is used)", item["id"])
+            else:
+                item = at_record_boundary(
+                    item, lambda i=item: (i, pruner.encode(i["question"], i["reasoning"], i["answer"]))
+                )
+        if isinstance(item, BadInput):
+            log.warning("skipped: %s", item)
             continue
-        segments = pruner.encode(item["question"], item["reasoning"], item["answer"])
+        item, segments = item
         chains.append(Chain(item["id"], len(segments.prompt), len(segments.reasoning), len(segments.answer)))
         records[item["id"]] = dict(item)
     return chains, records
 
 
-def saved(path: Path, make) -> dict:
-    """The JSON at `path`, or `make()` written there."""
+def settings(cfg: DictConfig, *keys: str) -> dict:
+    """The settings a stage's result depends on: the model, the data set, and these keys of `hybrid_prune` (a dotted
+    key reads the job's config from the top)."""
+    picked = {"model": cfg.model.path, "data": OmegaConf.to_container(cfg.data, resolve=True)}
+    for key in keys:
+        value = OmegaConf.select(cfg, key if "." in key else f"hybrid_prune.{key}")
+        picked[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return picked
+
+
+def saved(path: Path, make, given: dict, redo: bool = False) -> dict:
+    """The stage result at `path` if it was made with the `given` settings, else `make()` written there with them.
+    A result made with other settings is redone with `redo`, else refused: later stages were built on it."""
     if path.exists():
-        return json.loads(path.read_text())
-    value = make()
+        found = json.loads(path.read_text())
+        if found.get("settings") == given:
+            return found
+        if not redo:
+            changed = sorted(
+                k for k in {*given, *found.get("settings", {})} if given.get(k) != found["settings"].get(k)
+            )
+            raise ValueError(
+                f"{path} was made with other settings ({', '.join(changed)} changed): rerun with the settings it was "
+                f"made with, in another run directory (hydra.run.dir=…), or delete it to plan again (labels and "
+                f"pruned records already made are kept and reused by id)"
+            )
+    value = {**make(), "settings": given}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(value, indent=2))
     return value
@@ -301,7 +332,8 @@ def run(cfg: DictConfig) -> dict:
     exact = build_pruner(with_scorer(cfg, stages.spec.exact), model, tokenizer)
     chains, records = chains_of(exact, read_data(cfg, exact))
 
-    found = saved(stages.out / "estimate.json", lambda: estimate(stages, exact, chains, records))
+    given = settings(cfg, "keep", "estimate")
+    found = saved(stages.out / "estimate.json", lambda: estimate(stages, exact, chains, records), given)
     print(
         f"Estimate ({found['forward_tokens_per_s']:.0f} tokens/s measured): exact greedy on {len(chains)} chains "
         f"{found['exact']['hours']:.2f} h, the hybrid about {found['hybrid']['hours']:.2f} h "
@@ -320,7 +352,8 @@ def run(cfg: DictConfig) -> dict:
         write_subsets(stages, chosen, {**records, **held_records})
         return chosen
 
-    chosen = saved(stages.out / "plan.json", make_plan)
+    given = settings(cfg, "keep", "estimate", "surrogate", "label", "heldout", "prune", "runtime.seed")
+    chosen = saved(stages.out / "plan.json", make_plan, given)
     print(
         f"Plan: label {len(chosen['label'])} chains (about {chosen['label_estimate_s'] / 3600:.2f} h), hold out "
         f"{len(chosen['heldout'])}, prune {len(chosen['rest'])} with the hybrid ({stages.out / 'plan.json'})"
@@ -344,7 +377,8 @@ def run(cfg: DictConfig) -> dict:
     if stages.spec.stop_after == "prune":
         return {"estimate": found, "plan": chosen}
 
-    result = saved(stages.out / "report.json", lambda: report(stages, model, tokenizer))
+    given = settings(cfg, "keep", "surrogate", "heldout", "scorer", "pruner.prune.keep_fractions", "runtime.seed")
+    result = saved(stages.out / "report.json", lambda: report(stages, model, tokenizer), given, redo=True)
     print("\nHeld-out chains against exact greedy:\n" + "\n".join(summary_lines(result)))
     print(f"Report: {stages.out / 'report.json'}")
     return {"estimate": found, "plan": chosen, "report": result}
