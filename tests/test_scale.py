@@ -266,3 +266,13 @@ def test_a_ray_worker_reports_a_records_failure_and_raises_a_job_error(tmp_path,
     assert out["skip"] == ["", "pruning failed: RuntimeError: boom"] and out["failed"] == ["", "pruning"]
     with pytest.raises(OSError, match="No space left"):
         worker({"item": [json.dumps(row("c"))], "where": ["in.jsonl:3"]})
+
+
+def test_hybrid_prune_labels_on_ray_workers(ray_cluster, tmp_path, tiny_model_dir):
+    """hybrid_prune's labelling stage is a prune job: with runtime=ray it runs on the workers."""
+    from tests.test_hybrid_prune import hybrid_prune
+
+    result = hybrid_prune(tmp_path, tiny_model_dir, "runtime=ray", "runtime.workers=2", "hybrid_prune.stop_after=label")
+    labelled = json.loads((tmp_path / "run" / "label" / "summary.json").read_text())
+    assert labelled["workers"] == 2 and labelled["pruned"] == len(result["plan"]["label"]) == 5
+    assert json.loads((tmp_path / "run" / "heldout" / "summary.json").read_text())["pruned"] == 1
