@@ -179,10 +179,12 @@ def within(chains: list[Chain], window, exclude: set[str] = frozenset()) -> list
     return [c for c in chains if window[0] <= c.n <= window[1] and c.id not in exclude]
 
 
-def plan(stages: Stages, chains: list[Chain], heldout_chains: list[Chain], rate: float) -> dict:
-    """Stage 2: which chains to hold out, which to label (spread over lengths, up to a count or the time budget at
-    the measured rate), and the rest to prune. Errors say what to change when the data cannot give them."""
+def plan(stages: Stages, chains: list[Chain], heldout_chains: list[Chain], found: dict) -> dict:
+    """Stage 2: which chains to hold out, which to label (spread over lengths, up to a count, or up to the time
+    budget at the measured rate: `label.budget_s`, at most `label.budget_share` of exact greedy on the whole data
+    set), and the rest to prune. Errors say what to change when the data cannot give them."""
     spec, keep, seed = stages.spec, stages.keep, int(stages.cfg.runtime.seed)
+    rate, exact_s = found["forward_tokens_per_s"], found["exact"]["tokens"] / found["forward_tokens_per_s"]
     pool = within(heldout_chains, spec.heldout.reasoning_tokens)
     if len(pool) < spec.heldout.chains:
         raise ValueError(
@@ -195,7 +197,7 @@ def plan(stages: Stages, chains: list[Chain], heldout_chains: list[Chain], rate:
     label: list[Chain] = []
     if not spec.surrogate:
         pool = within(chains, spec.label.reasoning_tokens, held)
-        count, budget = spec.label.chains, spec.label.budget_s
+        count, budget = spec.label.chains, min(spec.label.budget_s, spec.label.budget_share * exact_s)
         if count is not None and len(pool) < count:
             raise ValueError(
                 f"hybrid_prune.label.chains={count} asks for more chains than the {len(pool)} of "
@@ -207,10 +209,9 @@ def plan(stages: Stages, chains: list[Chain], heldout_chains: list[Chain], rate:
         if len(label) < spec.label.min_chains:
             raise ValueError(
                 f"labelling {len(label)} chains is too few to train a surrogate on (hybrid_prune.label.min_chains="
-                f"{spec.label.min_chains}): raise hybrid_prune.label.budget_s={budget} (a chain of "
-                f"{spec.label.reasoning_tokens[1]} tokens takes about "
-                f"{Chain('', 0, spec.label.reasoning_tokens[1], 10).tokens('packed', keep) / rate:.0f} s), "
-                f"or set hybrid_prune.label.chains"
+                f"{spec.label.min_chains}) with a budget of {budget:.0f} s (hybrid_prune.label.budget_s, at most "
+                f"label.budget_share of the {exact_s:.0f} s exact greedy takes on the whole data set): raise them, or "
+                f"set hybrid_prune.label.chains; a data set this small can also be pruned exactly (+experiment=prune)"
             )
     taken = held | {c.id for c in label}
     rest = [c for c in chains if c.id not in taken][: spec.prune.limit]
@@ -348,7 +349,7 @@ def run(cfg: DictConfig) -> dict:
             source = stages.with_data("heldout")
             other = build_pruner(with_scorer(source, stages.spec.exact), model, tokenizer)
             held_chains, held_records = chains_of(other, read_data(source, other))
-        chosen = plan(stages, chains, held_chains, found["forward_tokens_per_s"])
+        chosen = plan(stages, chains, held_chains, found)
         write_subsets(stages, chosen, {**records, **held_records})
         return chosen
 
