@@ -237,10 +237,7 @@ def write_subsets(stages: Stages, chosen: dict, records: dict[str, dict]) -> Non
 
 def done(path: Path, ids: list[str]) -> bool:
     """Whether the records file at `path` holds every id of `ids`."""
-    if not path.exists():
-        return not ids
-    found = {json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()}
-    return set(ids) <= found
+    return set(ids) <= set(read_ids(path))
 
 
 def label(stages: Stages, chosen: dict) -> None:
@@ -252,9 +249,18 @@ def label(stages: Stages, chosen: dict) -> None:
             prune_job.run(stages.job(subset, subset, exact, labels=True))
 
 
+def rows_of(path: Path) -> list[dict]:
+    """The records of a stage's records file (none before it ran)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def read_ids(path: Path) -> list[str]:
+    return [row["id"] for row in rows_of(path)]
+
+
 def cost_of(path: Path) -> dict:
     """Records, wall seconds and tokens of a stage's records file."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    rows = rows_of(path)
     return {
         "records": len(rows),
         "wall_s": round(sum(r["cost"]["wall_s"] for r in rows), 1),
@@ -262,9 +268,20 @@ def cost_of(path: Path) -> dict:
     }
 
 
-def report(stages: Stages, model, tokenizer) -> dict:
+def saving(stages: Stages, chains: list[Chain]) -> dict:
+    """What pruning the rest with the hybrid cost, against exact greedy on the same chains (cost model, at the keep
+    fractions' last)."""
+    pruned = cost_of(stages.records("pruned"))
+    done = set(read_ids(stages.records("pruned")))
+    keep = min(float(f) for f in stages.cfg.pruner.prune.keep_fractions)
+    exact = round(sum(c.tokens("packed", keep) for c in chains if c.id in done))
+    fewer = round(exact / pruned["tokens"], 2) if pruned["tokens"] else None
+    return {**pruned, "exact_tokens_from_cost_model": exact, "fewer_tokens": fewer}
+
+
+def report(stages: Stages, model, tokenizer, chains: list[Chain]) -> dict:
     """Stage 6: the learned and the model-free hybrid against exact greedy on the held-out chains, the learned
-    surrogate's ranking there, and what labelling, training and pruning cost."""
+    surrogate's ranking there, and what labelling, training and pruning cost (the pruning against exact's price)."""
     cfg, fractions = stages.cfg, [float(f) for f in stages.cfg.pruner.prune.keep_fractions]
     fractions = sorted({*fractions, stages.keep}, reverse=True)
     surrogates = {"learned": stages.surrogate(), "model_free": MODEL_FREE}
@@ -297,7 +314,10 @@ def report(stages: Stages, model, tokenizer) -> dict:
             "heldout_ranking": ranking_metrics(groups, predict(learned, groups)),
             "validation": json.loads(train_report.read_text())["val"] if train_report.exists() else None,
         },
-        "cost": {stage: cost_of(stages.records(stage)) for stage in ("label", "heldout", "pruned")},
+        "cost": {
+            **{stage: cost_of(stages.records(stage)) for stage in ("label", "heldout")},
+            "pruned": saving(stages, chains),
+        },
     }
 
 
@@ -308,15 +328,16 @@ def summary_lines(result: dict) -> list[str]:
         row = result["heldout"][name]
         lines.append(
             f"  {name:10s}  {row['speedup_tokens']:.2f}× fewer tokens, Jaccard@{keep} {row['jaccard'][keep]:.3f}, "
-            f"J gap {row['final_objective_gap_nats']:+.2f} nats, J retention {row.get('j_retention')}, "
-            f"step agreement {row.get('step_agreement')}"
+            f"J gap {row['final_objective_gap_nats']:+.2f} nats, J retention {row['j_retention']}, "
+            f"step agreement {row['step_agreement']:.3f}"
         )
     ranking = result["surrogate"]["heldout_ranking"]
-    lines.append(f"  surrogate   held-out Pearson {ranking['pearson']:.3f}, recall@8 {ranking.get('recall@8', 'n/a')}")
-    cost = result["cost"]
+    lines.append(f"  surrogate   held-out Pearson {ranking['pearson']:.3f}, recall@8 {ranking['recall@8']:.3f}")
+    label, pruned = result["cost"]["label"], result["cost"]["pruned"]
     lines.append(
-        f"  cost        labelling {cost['label']['records']} chains {cost['label']['wall_s'] / 3600:.2f} h; "
-        f"pruned {cost['pruned']['records']} chains {cost['pruned']['wall_s'] / 3600:.2f} h"
+        f"  cost        labelling {label['records']} chains {label['wall_s'] / 3600:.2f} h; pruning "
+        f"{pruned['records']} chains with the hybrid {pruned['wall_s'] / 3600:.2f} h, {pruned['fewer_tokens']}× fewer "
+        f"tokens than exact greedy would take (cost model)"
     )
     return lines
 
@@ -379,7 +400,7 @@ def run(cfg: DictConfig) -> dict:
         return {"estimate": found, "plan": chosen}
 
     given = settings(cfg, "keep", "surrogate", "heldout", "scorer", "pruner.prune.keep_fractions", "runtime.seed")
-    result = saved(stages.out / "report.json", lambda: report(stages, model, tokenizer), given, redo=True)
+    result = saved(stages.out / "report.json", lambda: report(stages, model, tokenizer, chains), given, redo=True)
     print("\nHeld-out chains against exact greedy:\n" + "\n".join(summary_lines(result)))
     print(f"Report: {stages.out / 'report.json'}")
     return {"estimate": found, "plan": chosen, "report": result}
