@@ -74,9 +74,16 @@ def test_the_whole_path_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
     assert again["report"] == report and again["plan"] == plan
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
     # Another plan's settings in the same directory are refused, naming what changed; nothing is lost.
-    with pytest.raises(ValueError, match=r"plan.json was made with other settings \(label changed\)"):
+    with pytest.raises(ValueError, match=r"plan.json was made with other settings \(hybrid_prune.label changed\)"):
         hybrid_prune(tmp_path, tiny_model_dir, "hybrid_prune.label.chains=4")
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+    # Another hybrid setting only redoes the report.
+    other = hybrid_prune(tmp_path, tiny_model_dir, "scorer.policy.epsilon=0.05")["report"]
+    assert (
+        other["settings"]["scorer"]["policy"]["epsilon"] == 0.05
+        and report["settings"]["scorer"]["policy"]["epsilon"] == 0.02
+    )
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # labels, records and surrogate untouched
 
 
 def test_bad_records_are_named_and_left_out_of_the_plan(tmp_path, tiny_model_dir, caplog):

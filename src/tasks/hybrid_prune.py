@@ -117,11 +117,10 @@ def chains_of(pruner, items) -> tuple[list[Chain], dict[str, dict]]:
 
 
 def settings(cfg: DictConfig, *keys: str) -> dict:
-    """The settings a stage's result depends on: the model, the data set, and these keys of `hybrid_prune` (a dotted
-    key reads the job's config from the top)."""
+    """The settings a stage's result depends on: the model, the data set, and these keys of the job's config."""
     picked = {"model": cfg.model.path, "data": OmegaConf.to_container(cfg.data, resolve=True)}
     for key in keys:
-        value = OmegaConf.select(cfg, key if "." in key else f"hybrid_prune.{key}")
+        value = OmegaConf.select(cfg, key, throw_on_missing=True)
         picked[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
     return picked
 
@@ -354,7 +353,7 @@ def run(cfg: DictConfig) -> dict:
     exact = build_pruner(with_scorer(cfg, stages.spec.exact), model, tokenizer)
     chains, records = chains_of(exact, read_data(cfg, exact))
 
-    given = settings(cfg, "keep", "estimate")
+    given = settings(cfg, "hybrid_prune.keep", "hybrid_prune.estimate")
     found = saved(stages.out / "estimate.json", lambda: estimate(stages, exact, chains, records), given)
     print(
         f"Estimate ({found['forward_tokens_per_s']:.0f} tokens/s measured): exact greedy on {len(chains)} chains "
@@ -374,7 +373,16 @@ def run(cfg: DictConfig) -> dict:
         write_subsets(stages, chosen, {**records, **held_records})
         return chosen
 
-    given = settings(cfg, "keep", "estimate", "surrogate", "label", "heldout", "prune", "runtime.seed")
+    given = settings(
+        cfg,
+        "hybrid_prune.keep",
+        "hybrid_prune.estimate",
+        "hybrid_prune.surrogate",
+        "hybrid_prune.label",
+        "hybrid_prune.heldout",
+        "hybrid_prune.prune",
+        "runtime.seed",
+    )
     chosen = saved(stages.out / "plan.json", make_plan, given)
     print(
         f"Plan: label {len(chosen['label'])} chains (about {chosen['label_estimate_s'] / 3600:.2f} h), hold out "
@@ -399,7 +407,15 @@ def run(cfg: DictConfig) -> dict:
     if stages.spec.stop_after == "prune":
         return {"estimate": found, "plan": chosen}
 
-    given = settings(cfg, "keep", "surrogate", "heldout", "scorer", "pruner.prune.keep_fractions", "runtime.seed")
+    given = settings(
+        cfg,
+        "hybrid_prune.keep",
+        "hybrid_prune.surrogate",
+        "hybrid_prune.heldout",
+        "scorer",
+        "pruner.prune.keep_fractions",
+        "runtime.seed",
+    )
     result = saved(stages.out / "report.json", lambda: report(stages, model, tokenizer, chains), given, redo=True)
     print("\nHeld-out chains against exact greedy:\n" + "\n".join(summary_lines(result)))
     print(f"Report: {stages.out / 'report.json'}")
