@@ -397,7 +397,8 @@ def run(cfg: DictConfig) -> dict:
 
     if not stages.spec.surrogate and not Path(stages.surrogate()).exists():
         print(f"\nTraining a surrogate for {cfg.model.path} on {len(chosen['label'])} labelled chains")
-        train(cfg, [str(stages.records("label"))], stages.surrogate(), stages.out / "surrogate")
+        exact_cfg = with_scorer(cfg, stages.spec.exact)  # its features are read with the exact scorer's pruner
+        train(exact_cfg, [str(stages.records("label"))], stages.surrogate(), stages.out / "surrogate")
     if stages.spec.stop_after == "train":
         return {"estimate": found, "plan": chosen}
 
