@@ -53,7 +53,7 @@ def test_the_whole_path_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
     assert not set(plan["label"]) & set(plan["heldout"]) and not set(plan["rest"]) & set(plan["label"])
     labelled = [json.loads(line) for line in (out / "label" / "records.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in labelled) == sorted(plan["label"]) and all(r["step_scores"] for r in labelled)
-    assert (out / "surrogate" / "surrogate.pt").exists()
+    assert (out / "surrogate" / "surrogate.pt").exists() and (out / "dial.png").stat().st_size > 0
     pruned = [json.loads(line) for line in (out / "pruned" / "records.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in pruned) == sorted(plan["rest"]) and {r["method"] for r in pruned} == {"hybrid"}
     for name in ("learned", "model_free"):

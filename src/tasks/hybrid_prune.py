@@ -11,7 +11,8 @@ Six stages in the run directory, each reusing what an earlier run of the same di
 4. train     a surrogate for this model on the labels, with Lightning (surrogate/surrogate.pt, train_surrogate.json);
 5. prune     the rest of the data set with the hybrid (pruned/records.jsonl, resumable);
 6. report    the learned hybrid and the model-free one (`first_order@4`) against exact greedy on the held-out chains:
-             fewer tokens, Jaccard, J gap and retention, step agreement, next to what labelling cost (report.json).
+             fewer tokens, Jaccard, J gap and retention, step agreement, next to what labelling cost (report.json,
+             dial.png; both to W&B).
 
 `hybrid_prune.stop_after` ends the job after a stage; `hybrid_prune.surrogate` takes a surrogate you already have
 instead of labelling and training one (the held-out chains are still labelled, for the report).
@@ -27,6 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src import prune_job
+from src.analysis.dial import plot_dial
 from src.api import build_pruner, read_data, setup_runtime, with_scorer
 from src.data import BadInput
 from src.hybrid_compare import Methods, against_labels
@@ -36,6 +38,7 @@ from src.outputs import write_jsonl
 from src.pruning import at_record_boundary
 from src.surrogate_data import groups_of, labelled_records, predict
 from src.surrogate_training import train
+from src.tracking import publish, start_tracking
 from surrogate.features import attention_modules, feature_blocks
 from surrogate.metrics import ranking_metrics
 from surrogate.store import MODEL_FREE, load_surrogate
@@ -418,6 +421,12 @@ def run(cfg: DictConfig) -> dict:
         "runtime.seed",
     )
     result = saved(stages.out / "report.json", lambda: report(stages, model, tokenizer, chains), given, redo=True)
+    held = result["heldout"]
+    points = {"exact greedy": held["exact"], "learned hybrid": held["learned"], "model-free hybrid": held["model_free"]}
+    dial = plot_dial(points, stages.keep, stages.out / "dial.png")
+    tracker = start_tracking(cfg, stages.out, "hybrid_prune")
+    publish(stages.out, tracker, "report", result, {"hybrid_prune/dial": dial})
+    tracker.finish()
     print("\nHeld-out chains against exact greedy:\n" + "\n".join(summary_lines(result)))
-    print(f"Report: {stages.out / 'report.json'}")
+    print(f"Report: {stages.out / 'report.json'}; dial.png plots it")
     return {"estimate": found, "plan": chosen, "report": result}
