@@ -1,8 +1,8 @@
 """What exact labelling costs for a model and a data set, and which chains to label.
 
-`forward_rate` measures the model's tokens/s on the spot (forward passes with every row's logits, as the packed
-scorer runs them); `Chain` prices a chain's greedy pruning by exact and hybrid scorers from the cost model
-(src/cost_model.py); `pick` chooses chains spread over lengths (strata), up to a count or a time budget.
+`scoring_rate` measures the exact packed scorer's tokens/s on the spot; `Chain` prices a chain's greedy pruning by
+exact and hybrid scorers from the cost model (src/cost_model.py); `pick` chooses chains spread over lengths
+(strata), up to a count or a time budget.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from exact.keep import n_kept
+from exact.scorers import PackedScorer
+from exact.sequence import Segments
 from src.cost_model import chain_tokens
 
 
@@ -37,18 +39,19 @@ class Chain:
 
 
 @torch.inference_mode()
-def forward_rate(model, ids: torch.Tensor, rows: int = 4, repeats: int = 3) -> float:
-    """Tokens/s of forward passes over `rows` copies of `ids` with every row's logits (the packed scorer's passes):
-    the best of `repeats` after one warm-up."""
-    batch = ids.to(next(model.parameters()).device).expand(rows, -1)
-    times = []
+def scoring_rate(scorer: PackedScorer, segments: Segments, candidates: int = 16, repeats: int = 2) -> float:
+    """Tokens/s of the exact packed scorer on one chain: one step over `candidates` candidates spread over it (its
+    base pass included), the best of `repeats` after a warm-up. This is the rate labelling runs at: with a large
+    vocabulary the LM head and the log-normalizers of every scored row take most of it."""
+    n = len(segments.reasoning)
+    ids, prompt_len = segments.with_kept(torch.arange(n)), len(segments.prompt)
+    chosen = torch.linspace(0, n - 1, min(candidates, n)).round().long().unique()
+    rates = []
     for _ in range(repeats + 1):
         began = time.perf_counter()
-        model(input_ids=batch, logits_to_keep=0)
-        if batch.device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - began)
-    return batch.numel() / min(times[1:])
+        scores = scorer.score(ids, prompt_len, n, chosen)
+        rates.append(scores.tokens / (time.perf_counter() - began))
+    return max(rates[1:])
 
 
 def strata(chains: Sequence[Chain], count: int) -> list[list[Chain]]:

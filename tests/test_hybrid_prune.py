@@ -48,7 +48,7 @@ def test_the_whole_path_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
     result = hybrid_prune(tmp_path, tiny_model_dir)
     out = tmp_path / "run"
     estimate, plan, report = result["estimate"], result["plan"], result["report"]
-    assert estimate["forward_tokens_per_s"] > 0 and estimate["exact"]["tokens"] > 0 and estimate["hybrid"]["tokens"] > 0
+    assert estimate["scoring_tokens_per_s"] > 0 and estimate["exact"]["tokens"] > 0 and estimate["hybrid"]["tokens"] > 0
     assert len(plan["label"]) == 5 and len(plan["heldout"]) == 1 and len(plan["rest"]) == 2
     assert not set(plan["label"]) & set(plan["heldout"]) and not set(plan["rest"]) & set(plan["label"])
     labelled = [json.loads(line) for line in (out / "label" / "records.jsonl").read_text().splitlines()]

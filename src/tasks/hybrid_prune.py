@@ -2,8 +2,8 @@
 
 Six stages in the run directory, each reusing what an earlier run of the same directory finished:
 
-1. estimate  the model's forward rate, measured on the spot; tokens and hours of exact greedy on the whole data set
-             against the hybrid's, from the cost model (estimate.json);
+1. estimate  the exact scorer's rate on this model, measured on the spot; tokens and hours of exact greedy on the
+             whole data set against the hybrid's, from the cost model (estimate.json);
 2. plan      a labelling subset spread over lengths (a count, or what a time budget buys at that rate) and a few
              held-out chains (plan.json; plan/label.jsonl, plan/heldout.jsonl, plan/rest.jsonl);
 3. label     exact greedy with every step's scores on both (label/, heldout/: prune jobs, resumable; on Ray workers
@@ -24,7 +24,6 @@ import json
 import logging
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src import prune_job
@@ -32,7 +31,7 @@ from src.analysis.dial import plot_dial
 from src.api import build_pruner, read_data, setup_runtime, with_scorer
 from src.data import BadInput
 from src.hybrid_compare import Methods, against_labels
-from src.label_plan import Chain, forward_rate, length_summary, pick
+from src.label_plan import Chain, length_summary, pick, scoring_rate
 from src.models import load_model
 from src.outputs import write_jsonl
 from src.pruning import at_record_boundary
@@ -151,21 +150,20 @@ def saved(path: Path, make, given: dict, redo: bool = False) -> dict:
 
 
 def estimate(stages: Stages, pruner, chains: list[Chain], records: dict[str, dict]) -> dict:
-    """Stage 1: the forward rate on the spot, and what exact greedy and the hybrid would cost on every chain."""
+    """Stage 1: the exact scorer's rate on the spot, and what exact greedy and the hybrid would cost on every chain."""
     spec, keep = stages.spec.estimate, stages.keep
     if not chains:
         raise ValueError(f"{stages.cfg.data.path} has no usable record: nothing to estimate or prune")
     probe = min(chains, key=lambda c: abs(c.prompt + c.n + c.answer - spec.probe_tokens))
     row = records[probe.id]
-    segments = pruner.encode(row["question"], row["reasoning"], row["answer"])
-    rate = forward_rate(pruner.scorer.model, segments.with_kept(torch.arange(probe.n)))
+    rate = scoring_rate(pruner.scorer, pruner.encode(row["question"], row["reasoning"], row["answer"]))
     horizon, verified = int(spec.horizon), int(spec.verified_per_step)
     exact = sum(c.tokens("packed", keep) for c in chains)
     hybrid = sum(c.tokens("hybrid", keep, horizon, verified) for c in chains)
     return {
         "model": stages.cfg.model.path,
         "data": stages.cfg.data.path,
-        "forward_tokens_per_s": round(rate, 1),
+        "scoring_tokens_per_s": round(rate, 1),
         "keep": keep,
         "lengths": length_summary(chains),
         "exact": {"tokens": round(exact), "hours": round(exact / rate / 3600, 2)},
@@ -186,7 +184,7 @@ def plan(stages: Stages, chains: list[Chain], heldout_chains: list[Chain], found
     budget at the measured rate: `label.budget_s`, at most `label.budget_share` of exact greedy on the whole data
     set), and the rest to prune. Errors say what to change when the data cannot give them."""
     spec, keep, seed = stages.spec, stages.keep, int(stages.cfg.runtime.seed)
-    rate, exact_s = found["forward_tokens_per_s"], found["exact"]["tokens"] / found["forward_tokens_per_s"]
+    rate, exact_s = found["scoring_tokens_per_s"], found["exact"]["tokens"] / found["scoring_tokens_per_s"]
     pool = within(heldout_chains, spec.heldout.reasoning_tokens)
     if len(pool) < spec.heldout.chains:
         raise ValueError(
@@ -359,7 +357,8 @@ def run(cfg: DictConfig) -> dict:
     given = settings(cfg, "hybrid_prune.keep", "hybrid_prune.estimate")
     found = saved(stages.out / "estimate.json", lambda: estimate(stages, exact, chains, records), given)
     print(
-        f"Estimate ({found['forward_tokens_per_s']:.0f} tokens/s measured): exact greedy on {len(chains)} chains "
+        f"Estimate (exact scoring measured at {found['scoring_tokens_per_s']:.0f} tokens/s): exact greedy on "
+        f"{len(chains)} chains "
         f"{found['exact']['hours']:.2f} h, the hybrid about {found['hybrid']['hours']:.2f} h "
         f"({found['hybrid']['assumes']})"
     )
