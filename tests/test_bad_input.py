@@ -85,7 +85,7 @@ def test_surrogate_of_another_model(tmp_path, tiny_model_dir, started):
     cfg = prune_config(
         tiny_model_dir, records_file(tmp_path, [row("b")]), out, "scorer=hybrid", f"scorer.surrogate={checkpoint}"
     )
-    with pytest.raises(ValueError, match="trained on the attention of 'Qwen/Qwen2.5-7B-Instruct'"):
+    with pytest.raises(ValueError, match="trained for the pruner model 'Qwen/Qwen2.5-7B-Instruct'"):
         run_task(cfg)
     kept_intact(out, before)
 
