@@ -124,7 +124,7 @@ def test_a_surrogate_brought_along_skips_labelling_and_training(tmp_path, tiny_m
 )
 def test_what_the_data_or_budget_cannot_give_is_one_clear_error(tmp_path, tiny_model_dir, overrides, message):
     with pytest.raises(ValueError, match=message):
-        hybrid_prune(tmp_path, tiny_model_dir, "hybrid_prune.stop_after=plan", *overrides[:1], *overrides[1:])
+        hybrid_prune(tmp_path, tiny_model_dir, "hybrid_prune.stop_after=plan", *overrides)
 
 
 def test_a_surrogate_for_another_model_is_refused_before_any_work(tmp_path, tiny_model_dir):
