@@ -86,6 +86,16 @@ def test_the_whole_path_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # labels, records and surrogate untouched
 
 
+def test_a_killed_labelling_stage_resumes_past_its_torn_last_line(tmp_path, tiny_model_dir):
+    first = hybrid_prune(tmp_path, tiny_model_dir, "hybrid_prune.stop_after=label")
+    labels = tmp_path / "run" / "label" / "records.jsonl"
+    lines = labels.read_bytes().splitlines(keepends=True)
+    labels.write_bytes(b"".join(lines[:-1]) + lines[-1][:40])  # killed while writing its last record
+    hybrid_prune(tmp_path, tiny_model_dir, "hybrid_prune.stop_after=label")
+    rows = [json.loads(line) for line in labels.read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == sorted(first["plan"]["label"])
+
+
 def test_bad_records_are_named_and_left_out_of_the_plan(tmp_path, tiny_model_dir, caplog):
     data = tmp_path / "chains.jsonl"
     rows = [

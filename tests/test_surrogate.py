@@ -486,3 +486,12 @@ def test_on_policy_labels_from_a_hybrid_run_train_a_surrogate(tmp_path, tiny_mod
     assert report["steps"]["train"] + report["steps"]["val"] == sum(
         len(labelled_steps(r)) for r in read_labels([labels, packed], lambda: load_records(str(data)))
     )
+
+
+def test_evaluating_the_default_of_a_model_without_a_shipped_surrogate_names_the_model_free_prior():
+    from omegaconf import OmegaConf
+
+    from src.tasks.eval_surrogate import evaluated
+
+    surrogate, said = evaluated("default", OmegaConf.create({"model": {"path": "org/other-model"}}))
+    assert said == {"surrogate": "first_order@4", "kind": "first_order"} and surrogate.config["horizon"] == 4

@@ -26,11 +26,12 @@ from surrogate.groups import Group, labelled_steps
 from surrogate.metrics import ranking_metrics
 from surrogate.models import Surrogate
 from surrogate.replay import remembered_lookahead, replay, step_agreement
-from surrogate.store import FIRST_ORDER, load_surrogate, surrogate_path
+from surrogate.store import FIRST_ORDER, in_use, load_surrogate, surrogate_path
 
 
 def evaluated(name: str, cfg: DictConfig) -> tuple[Surrogate, dict]:
     """The surrogate `name` names, and what to say about it."""
+    name = in_use(name, cfg.model.path)  # `default`: the shipped surrogate, or the model-free prior
     surrogate, meta = load_surrogate(name, cfg.model.path)
     where = name if name.startswith(FIRST_ORDER) else str(surrogate_path(name, cfg.model.path))
     return surrogate, {"surrogate": where, "kind": meta.get("kind")}

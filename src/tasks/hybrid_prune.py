@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from src import prune_job
 from src.analysis.dial import plot_dial
 from src.api import build_pruner, read_data, setup_runtime, with_scorer
-from src.data import BadInput
+from src.data import BadInput, read_jsonl
 from src.hybrid_compare import Methods, against_labels
 from src.label_plan import Chain, length_summary, pick, scoring_rate
 from src.models import load_model
@@ -250,8 +250,11 @@ def label(stages: Stages, chosen: dict) -> None:
 
 
 def rows_of(path: Path) -> list[dict]:
-    """The records of a stage's records file (none before it ran)."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    """The records of a stage's records file (none before it ran). A torn last line left by a killed run is passed
+    over here; the stage's prune job drops it when it resumes (src/outputs.py)."""
+    if not path.exists():
+        return []
+    return [row for _, row in read_jsonl(path) if not isinstance(row, BadInput)]
 
 
 def read_ids(path: Path) -> list[str]:
