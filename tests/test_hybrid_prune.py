@@ -1,5 +1,5 @@
-"""`+experiment=hybrid_prune` end to end on the tiny model: estimate, plan, label, train, prune, report; every stage
-reused by a rerun; a surrogate brought along; clear errors for what the data or budget cannot give."""
+"""`+experiment=hybrid_prune` end to end on the tiny model: estimate, plan, label, train, compare, prune, report;
+every stage reused by a rerun; a surrogate brought along; clear errors for what the data or budget cannot give."""
 
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ def test_the_whole_path_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
     labelled = [json.loads(line) for line in (out / "label" / "records.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in labelled) == sorted(plan["label"]) and all(r["step_scores"] for r in labelled)
     assert (out / "surrogate" / "surrogate.pt").exists() and (out / "dial.png").stat().st_size > 0
+    assert result["compare"]["heldout"] == report["heldout"] and (out / "compare.json").exists()
     pruned = [json.loads(line) for line in (out / "pruned" / "records.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in pruned) == sorted(plan["rest"]) and {r["method"] for r in pruned} == {"hybrid"}
     for name in ("learned", "model_free"):
@@ -77,7 +78,7 @@ def test_the_whole_path_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
     with pytest.raises(ValueError, match=r"plan.json was made with other settings \(hybrid_prune.label changed\)"):
         hybrid_prune(tmp_path, tiny_model_dir, "hybrid_prune.label.chains=4")
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
-    # Another hybrid setting only redoes the report.
+    # Another hybrid setting only redoes the comparison.
     other = hybrid_prune(tmp_path, tiny_model_dir, "scorer.policy.epsilon=0.05")["report"]
     assert (
         other["settings"]["scorer"]["policy"]["epsilon"] == 0.05
@@ -113,9 +114,11 @@ def test_a_surrogate_brought_along_skips_labelling_and_training(tmp_path, tiny_m
     first = hybrid_prune(tmp_path / "a", tiny_model_dir, "hybrid_prune.stop_after=train")
     assert "report" not in first and (tmp_path / "a" / "run" / "surrogate" / "surrogate.pt").exists()
     surrogate = tmp_path / "a" / "run" / "surrogate" / "surrogate.pt"
-    result = hybrid_prune(
-        tmp_path / "b", tiny_model_dir, f"hybrid_prune.surrogate={surrogate}", "hybrid_prune.stop_after=prune"
-    )
+    brought = (tmp_path / "b", tiny_model_dir, f"hybrid_prune.surrogate={surrogate}")
+    # The comparison on the held-out chains comes before the rest is pruned: its numbers say whether to.
+    result = hybrid_prune(*brought, "hybrid_prune.stop_after=compare")
+    assert result["compare"]["surrogate"]["file"] == str(surrogate) and not (tmp_path / "b" / "run" / "pruned").exists()
+    result = hybrid_prune(*brought, "hybrid_prune.stop_after=prune")
     assert result["plan"]["label"] == [] and not (tmp_path / "b" / "run" / "label").exists()
     assert len(result["plan"]["rest"]) == 2 and (tmp_path / "b" / "run" / "pruned" / "records.jsonl").exists()
 

@@ -1,6 +1,6 @@
 """`+experiment=hybrid_prune`: bring your own model, from a model and a data set to pruned chains in one command.
 
-Six stages in the run directory, each reusing what an earlier run of the same directory finished:
+Seven stages in the run directory, each reusing what an earlier run of the same directory finished:
 
 1. estimate  the exact scorer's rate on this model, measured on the spot; tokens and hours of exact greedy on the
              whole data set against the hybrid's, from the cost model (estimate.json);
@@ -9,10 +9,11 @@ Six stages in the run directory, each reusing what an earlier run of the same di
 3. label     exact greedy with every step's scores on both (label/, heldout/: prune jobs, resumable; on Ray workers
              with runtime=ray);
 4. train     a surrogate for this model on the labels, with Lightning (surrogate/surrogate.pt, train_surrogate.json);
-5. prune     the rest of the data set with the hybrid (pruned/records.jsonl, resumable);
-6. report    the learned hybrid and the model-free one (`first_order@4`) against exact greedy on the held-out chains:
-             fewer tokens, Jaccard, J gap and retention, step agreement, next to what labelling cost (report.json,
-             dial.png; both to W&B).
+5. compare   the learned hybrid and the model-free one (`first_order@4`) against exact greedy on the held-out chains:
+             fewer tokens, Jaccard, J gap and retention, step agreement, and the surrogate's ranking there
+             (compare.json). It comes before the rest is pruned, so that its numbers say whether to;
+6. prune     the rest of the data set with the hybrid (pruned/records.jsonl, resumable);
+7. report    the comparison next to what labelling and pruning cost (report.json, dial.png; both to W&B).
 
 `hybrid_prune.stop_after` ends the job after a stage; `hybrid_prune.surrogate` takes a surrogate you already have
 instead of labelling and training one (the held-out chains are still labelled, for the report).
@@ -43,7 +44,7 @@ from surrogate.metrics import ranking_metrics
 from surrogate.store import MODEL_FREE, load_surrogate
 
 log = logging.getLogger(__name__)
-STAGES = ("estimate", "plan", "label", "train", "prune", "report")
+STAGES = ("estimate", "plan", "label", "train", "compare", "prune", "report")
 
 
 class Stages:
@@ -282,9 +283,9 @@ def saving(stages: Stages, chains: list[Chain]) -> dict:
     return {**pruned, "exact_tokens_from_cost_model": exact, "fewer_tokens": fewer}
 
 
-def report(stages: Stages, model, tokenizer, chains: list[Chain]) -> dict:
-    """Stage 6: the learned and the model-free hybrid against exact greedy on the held-out chains, the learned
-    surrogate's ranking there, and what labelling, training and pruning cost (the pruning against exact's price)."""
+def compare(stages: Stages, model, tokenizer) -> dict:
+    """Stage 5: the learned and the model-free hybrid against exact greedy on the held-out chains, and the learned
+    surrogate's ranking there."""
     cfg, fractions = stages.cfg, [float(f) for f in stages.cfg.pruner.prune.keep_fractions]
     fractions = sorted({*fractions, stages.keep}, reverse=True)
     surrogates = {"learned": stages.surrogate(), "model_free": MODEL_FREE}
@@ -303,9 +304,6 @@ def report(stages: Stages, model, tokenizer, chains: list[Chain]) -> dict:
     groups = groups_of(bench, rows, learned.feature_set, learned.config["horizon"], exact)
     train_report = stages.out / "surrogate" / "train_surrogate.json"
     return {
-        "model": cfg.model.path,
-        "data": cfg.data.path,
-        "keep": stages.keep,
         "heldout": {
             "records": compared["records"],
             "exact": compared["methods"]["exact_packed"],
@@ -317,6 +315,17 @@ def report(stages: Stages, model, tokenizer, chains: list[Chain]) -> dict:
             "heldout_ranking": ranking_metrics(groups, predict(learned, groups)),
             "validation": json.loads(train_report.read_text())["val"] if train_report.exists() else None,
         },
+    }
+
+
+def report(stages: Stages, compared: dict, chains: list[Chain]) -> dict:
+    """Stage 7: the comparison next to what labelling, the held-out runs and pruning cost (the pruning against exact
+    greedy's price for the same chains)."""
+    return {
+        "model": stages.cfg.model.path,
+        "data": stages.cfg.data.path,
+        "keep": stages.keep,
+        **compared,
         "cost": {
             **{stage: cost_of(stages.records(stage)) for stage in ("label", "heldout")},
             "pruned": saving(stages, chains),
@@ -324,25 +333,29 @@ def report(stages: Stages, model, tokenizer, chains: list[Chain]) -> dict:
     }
 
 
-def summary_lines(result: dict) -> list[str]:
-    """The report as a few lines: each hybrid against exact on the held-out chains, and the costs."""
-    keep, lines = f"{result['keep']:g}", []
+def comparison_lines(compared: dict, keep: float) -> list[str]:
+    """Stage 5's result as a few lines: each hybrid against exact on the held-out chains, and the surrogate there."""
+    keep, lines = f"{keep:g}", []
     for name in ("learned", "model_free"):
-        row = result["heldout"][name]
+        row = compared["heldout"][name]
         lines.append(
             f"  {name:10s}  {row['speedup_tokens']:.2f}× fewer tokens, Jaccard@{keep} {row['jaccard'][keep]:.3f}, "
             f"J gap {row['final_objective_gap_nats']:+.2f} nats, J retention {row['j_retention']}, "
             f"step agreement {row['step_agreement']:.3f}"
         )
-    ranking = result["surrogate"]["heldout_ranking"]
+    ranking = compared["surrogate"]["heldout_ranking"]
     lines.append(f"  surrogate   held-out Pearson {ranking['pearson']:.3f}, recall@8 {ranking['recall@8']:.3f}")
+    return lines
+
+
+def cost_line(result: dict) -> str:
+    """What labelling and pruning the rest cost, in a line."""
     label, pruned = result["cost"]["label"], result["cost"]["pruned"]
-    lines.append(
+    return (
         f"  cost        labelling {label['records']} chains {label['wall_s'] / 3600:.2f} h; pruning "
         f"{pruned['records']} chains with the hybrid {pruned['wall_s'] / 3600:.2f} h, {pruned['fewer_tokens']}× fewer "
         f"tokens than exact greedy would take (cost model)"
     )
-    return lines
 
 
 def run(cfg: DictConfig) -> dict:
@@ -407,12 +420,6 @@ def run(cfg: DictConfig) -> dict:
     if stages.spec.stop_after == "train":
         return {"estimate": found, "plan": chosen}
 
-    if chosen["rest"] and not done(stages.records("pruned"), chosen["rest"]):
-        print(f"\nPruning {len(chosen['rest'])} chains with the hybrid → {stages.out / 'pruned'}")
-        prune_job.run(stages.job("rest", "pruned", stages.hybrid(stages.surrogate()), labels=False))
-    if stages.spec.stop_after == "prune":
-        return {"estimate": found, "plan": chosen}
-
     given = settings(
         cfg,
         "hybrid_prune.keep",
@@ -422,13 +429,26 @@ def run(cfg: DictConfig) -> dict:
         "pruner.prune.keep_fractions",
         "runtime.seed",
     )
-    result = saved(stages.out / "report.json", lambda: report(stages, model, tokenizer, chains), given, redo=True)
-    held = result["heldout"]
+    compared = saved(stages.out / "compare.json", lambda: compare(stages, model, tokenizer), given, redo=True)
+    held = compared["heldout"]
     points = {"exact greedy": held["exact"], "learned hybrid": held["learned"], "model-free hybrid": held["model_free"]}
     dial = plot_dial(points, stages.keep, stages.out / "dial.png")
+    print("\nHeld-out chains against exact greedy:\n" + "\n".join(comparison_lines(compared, stages.keep)))
+    print(f"({stages.out / 'compare.json'}; dial.png plots it)")
+    if stages.spec.stop_after == "compare":
+        return {"estimate": found, "plan": chosen, "compare": compared}
+
+    if chosen["rest"] and not done(stages.records("pruned"), chosen["rest"]):
+        print(f"\nPruning {len(chosen['rest'])} chains with the hybrid → {stages.out / 'pruned'}")
+        prune_job.run(stages.job("rest", "pruned", stages.hybrid(stages.surrogate()), labels=False))
+    if stages.spec.stop_after == "prune":
+        return {"estimate": found, "plan": chosen, "compare": compared}
+
+    result = report(stages, compared, chains)
+    (stages.out / "report.json").write_text(json.dumps(result, indent=2))
     tracker = start_tracking(cfg, stages.out, "hybrid_prune")
     publish(stages.out, tracker, "report", result, {"hybrid_prune/dial": dial})
     tracker.finish()
-    print("\nHeld-out chains against exact greedy:\n" + "\n".join(summary_lines(result)))
-    print(f"Report: {stages.out / 'report.json'}; dial.png plots it")
-    return {"estimate": found, "plan": chosen, "report": result}
+    print(cost_line(result))
+    print(f"Report: {stages.out / 'report.json'}")
+    return {"estimate": found, "plan": chosen, "compare": compared, "report": result}
