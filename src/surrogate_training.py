@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 from pathlib import Path
 
 import lightning as L
@@ -73,8 +74,10 @@ def train(cfg: DictConfig, labels: list[str], output: str | Path, out: Path) -> 
     its report (also `out/train_surrogate.json`, and W&B); returns the report."""
     spec = cfg.surrogate
     out.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
     records, pruner = labelled_records(cfg, labels), feature_pruner(cfg)
     groups = groups_of(cfg, records, spec.feature_set, spec.horizon, pruner)
+    features_s = time.perf_counter() - began
     train, val = split_by_record(groups, spec.val_fraction, cfg.runtime.seed)
     if not val:
         raise ValueError(f"{labels} has labels for one record only; validation needs at least two")
@@ -99,6 +102,7 @@ def train(cfg: DictConfig, labels: list[str], output: str | Path, out: Path) -> 
         "val": ranking_metrics(val, predict(surrogate, val)),
         "best_val_pearson": best,
         "calibration": calibration_report(cfg, surrogate),
+        "wall_s": {"features": round(features_s, 1), "total": round(time.perf_counter() - began, 1)},
         "trained": datetime.date.today().isoformat(),
     }
     Path(output).parent.mkdir(parents=True, exist_ok=True)

@@ -63,6 +63,7 @@ def test_the_whole_path_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
     assert report["heldout"]["exact"]["jaccard"]["0.5"] == 1.0
     assert -1 <= report["surrogate"]["heldout_ranking"]["pearson"] <= 1 and report["surrogate"]["validation"]
     assert report["cost"]["label"]["records"] == 5 and report["cost"]["label"]["wall_s"] > 0
+    assert report["cost"]["train_wall_s"]["total"] >= report["cost"]["train_wall_s"]["features"] > 0
     pruning = report["cost"]["pruned"]
     assert pruning["records"] == 2 and pruning["exact_tokens_from_cost_model"] > 0 and pruning["fewer_tokens"] > 0
     printed = capsys.readouterr().out

@@ -283,6 +283,12 @@ def saving(stages: Stages, chains: list[Chain]) -> dict:
     return {**pruned, "exact_tokens_from_cost_model": exact, "fewer_tokens": fewer}
 
 
+def training(stages: Stages) -> dict | None:
+    """Stage 4's report (train_surrogate.json), or None for a surrogate brought along."""
+    path = stages.out / "surrogate" / "train_surrogate.json"
+    return json.loads(path.read_text()) if path.exists() and not stages.spec.surrogate else None
+
+
 def compare(stages: Stages, model, tokenizer) -> dict:
     """Stage 5: the learned and the model-free hybrid against exact greedy on the held-out chains, and the learned
     surrogate's ranking there."""
@@ -302,7 +308,6 @@ def compare(stages: Stages, model, tokenizer) -> dict:
     results = {key: compared["methods"][name] for key, name in names.items()}
     learned, _ = load_surrogate(surrogates["learned"], cfg.model.path, model)
     groups = groups_of(bench, rows, learned.feature_set, learned.config["horizon"], exact)
-    train_report = stages.out / "surrogate" / "train_surrogate.json"
     return {
         "heldout": {
             "records": compared["records"],
@@ -313,7 +318,7 @@ def compare(stages: Stages, model, tokenizer) -> dict:
         "surrogate": {
             "file": surrogates["learned"],
             "heldout_ranking": ranking_metrics(groups, predict(learned, groups)),
-            "validation": json.loads(train_report.read_text())["val"] if train_report.exists() else None,
+            "validation": trained["val"] if (trained := training(stages)) else None,
         },
     }
 
@@ -328,6 +333,7 @@ def report(stages: Stages, compared: dict, chains: list[Chain]) -> dict:
         **compared,
         "cost": {
             **{stage: cost_of(stages.records(stage)) for stage in ("label", "heldout")},
+            "train_wall_s": (training(stages) or {}).get("wall_s"),  # stage 4: features and fit
             "pruned": saving(stages, chains),
         },
     }
@@ -350,9 +356,10 @@ def comparison_lines(compared: dict, keep: float) -> list[str]:
 
 def cost_line(result: dict) -> str:
     """What labelling and pruning the rest cost, in a line."""
-    label, pruned = result["cost"]["label"], result["cost"]["pruned"]
+    label, trained, pruned = result["cost"]["label"], result["cost"]["train_wall_s"], result["cost"]["pruned"]
+    training = f", training {trained['total'] / 3600:.2f} h" if trained else ""
     return (
-        f"  cost        labelling {label['records']} chains {label['wall_s'] / 3600:.2f} h; pruning "
+        f"  cost        labelling {label['records']} chains {label['wall_s'] / 3600:.2f} h{training}; pruning "
         f"{pruned['records']} chains with the hybrid {pruned['wall_s'] / 3600:.2f} h, {pruned['fewer_tokens']}× fewer "
         f"tokens than exact greedy would take (cost model)"
     )
