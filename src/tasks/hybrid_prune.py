@@ -171,7 +171,8 @@ def estimate(stages: Stages, pruner, chains: list[Chain], records: dict[str, dic
         "hybrid": {
             "tokens": round(hybrid),
             "hours": round(hybrid / rate / 3600, 2),
-            "assumes": f"{verified} verified a step, lookahead {horizon} (hybrid_prune.estimate; report.json measures)",
+            "assumes": f"{verified} verified a step, lookahead {horizon} (hybrid_prune.estimate; the compare stage "
+            "measures it)",
         },
     }
 
