@@ -358,9 +358,9 @@ def comparison_lines(compared: dict, keep: float) -> list[str]:
 def cost_line(result: dict) -> str:
     """What labelling and pruning the rest cost, in a line."""
     label, trained, pruned = result["cost"]["label"], result["cost"]["train_wall_s"], result["cost"]["pruned"]
-    training = f", training {trained['total'] / 3600:.2f} h" if trained else ""
+    train_h = f", training {trained['total'] / 3600:.2f} h" if trained else ""
     return (
-        f"  cost        labelling {label['records']} chains {label['wall_s'] / 3600:.2f} h{training}; pruning "
+        f"  cost        labelling {label['records']} chains {label['wall_s'] / 3600:.2f} h{train_h}; pruning "
         f"{pruned['records']} chains with the hybrid {pruned['wall_s'] / 3600:.2f} h, {pruned['fewer_tokens']}× fewer "
         f"tokens than exact greedy would take (cost model)"
     )
