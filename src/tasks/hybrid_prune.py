@@ -11,9 +11,9 @@ Seven stages in the run directory, each reusing what an earlier run of the same 
 4. train     a surrogate for this model on the labels, with Lightning (surrogate/surrogate.pt, train_surrogate.json);
 5. compare   the learned hybrid and the model-free one (`first_order@4`) against exact greedy on the held-out chains:
              fewer tokens, Jaccard, J gap and retention, step agreement, and the surrogate's ranking there
-             (compare.json). It comes before the rest is pruned, so that its numbers say whether to;
+             (compare.json, dial.png). It comes before the rest is pruned, so that its numbers say whether to;
 6. prune     the rest of the data set with the hybrid (pruned/records.jsonl, resumable);
-7. report    the comparison next to what labelling and pruning cost (report.json, dial.png; both to W&B).
+7. report    the comparison next to what labelling and pruning cost (report.json; it and dial.png to W&B).
 
 `hybrid_prune.stop_after` ends the job after a stage; `hybrid_prune.surrogate` takes a surrogate you already have
 instead of labelling and training one (the held-out chains are still labelled, for the report).
